@@ -1,0 +1,3 @@
+from deepar_cli.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""Typed errors raised by the library; only the CLI turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class DeepARCliError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code = 1
+
+
+class UsageError(DeepARCliError):
+    """Options that contradict each other or make no sense (EX_USAGE)."""
+
+    exit_code = 64
+
+
+class DataError(DeepARCliError):
+    """A channel or record that breaks SageMaker's format (EX_DATAERR)."""
+
+    exit_code = 65
+
+
+class HyperparameterError(DeepARCliError):
+    """A hyperparameter that is missing, unknown or out of range (EX_CONFIG)."""
+
+    exit_code = 78
+
+
+class ModelError(DeepARCliError):
+    """A model folder that is missing, incomplete or unreadable (EX_NOINPUT)."""
+
+    exit_code = 66
+
+
+class RequestError(DeepARCliError):
+    """An inference request or configuration that SageMaker's DeepAR would refuse."""
+
+    exit_code = 65
