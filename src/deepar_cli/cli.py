@@ -79,3 +79,57 @@ def generate(output_dir: Path, fmt: str, **options: Any) -> None:
         path = output_dir / f"{name}{suffix}"
         count = write_records(path, records)
         click.echo(f"wrote {path} ({count} series, {records[0].target.size} points each)")
+
+
+def _hyperparameter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per SageMaker hyperparameter, under its SageMaker name (dashes work too)."""
+    from deepar_cli.hyperparameters import SCHEMA
+
+    for name in reversed(list(SCHEMA)):
+        spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        command = click.option(*spellings, name, default=None, metavar="VALUE",
+                               help="SageMaker hyperparameter (overrides the file).")(command)
+    return command
+
+
+def _progress(quiet: bool) -> Any:
+    """GluonTS draws its per-epoch progress bars unless quiet or stderr is not a terminal."""
+    import sys
+
+    from gluonts.env import env
+
+    return env._let(use_tqdm=not quiet and sys.stderr.isatty())
+
+
+@main.command()
+@click.option("--train", "train_channel", type=ExistingPath, required=True,
+              help="Train channel: a file or a folder of JSON Lines/Parquet files.")
+@click.option("--test", "test_channel", type=ExistingPath,
+              help="Test channel, scored after training like SageMaker does.")
+@click.option("--hyperparameters", "hp_file", type=ExistingPath,
+              help="SageMaker hyperparameters.json (values may be strings).")
+@click.option("--model-dir", type=PathType, required=True, help="Where to write the model.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text or as one JSON object a line.")
+@click.option("--log-file", type=PathType, help="Also write every log event as JSON lines.")
+@_hyperparameter_options
+@reports_errors
+def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, model_dir: Path,
+          seed: int, quiet: bool, log_format: str, log_file: Path | None, **options: Any) -> None:
+    """Train DeepAR on a train channel with SageMaker's hyperparameters."""
+    from deepar_cli import hyperparameters
+    from deepar_cli.reporting import Reporter
+    from deepar_cli.training import train as run
+
+    hp = hyperparameters.load(hp_file, options)
+    reporter = Reporter(log_format, log_file=log_file)
+    try:
+        with _progress(quiet):
+            run(train_channel, hp, model_dir, test_channel=test_channel, seed=seed,
+                log=reporter)
+    finally:
+        reporter.close()
+    if log_format == "text":
+        click.echo(f"model saved to {model_dir}")

@@ -1,0 +1,116 @@
+"""The model folder: a serialized GluonTS predictor plus what deepar-cli knows about it.
+
+    predictor/            GluonTS `Predictor.serialize` output (loadable by plain GluonTS)
+    hyperparameters.json  the resolved SageMaker hyperparameters
+    model.json            features used (cardinality, num_dynamic_feat) and library versions
+    training.json         dataset statistics, loss per epoch, final loss, test metrics
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+from deepar_cli import __version__
+from deepar_cli.atomic import atomic_file
+from deepar_cli.dataset import Features
+from deepar_cli.errors import HyperparameterError, ModelError
+from deepar_cli.hyperparameters import Hyperparameters, resolve
+
+FORMAT_VERSION = 1
+FILES = ("hyperparameters.json", "model.json", "training.json")
+
+
+@dataclass
+class Model:
+    """A loaded model folder."""
+
+    path: Path
+    predictor: Any  # gluonts.mx.model.predictor.RepresentableBlockPredictor
+    hp: Hyperparameters
+    features: Features
+    summary: Dict[str, Any]
+
+
+def _versions() -> Dict[str, str]:
+    import gluonts
+    import mxnet
+
+    return {"deepar_cli": __version__, "gluonts": gluonts.__version__,
+            "mxnet": mxnet.__version__, "python": platform.python_version()}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (NaN as null), pretty enough to read."""
+    text = json.dumps(data, indent=2, default=_jsonify, allow_nan=False)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def _jsonify(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write(folder: Path, predictor: Any, hp: Hyperparameters, features: Features,
+          summary: Dict[str, Any]) -> None:
+    """Write every file of a model folder into `folder` (the caller makes it atomic)."""
+    predictor_dir = folder / "predictor"
+    predictor_dir.mkdir(parents=True, exist_ok=True)
+    # GluonTS warns that the network structure is pickled per version; we record versions.
+    logging.getLogger().disabled = True
+    try:
+        predictor.serialize(predictor_dir)
+    finally:
+        logging.getLogger().disabled = False
+    write_json(folder / "hyperparameters.json", hp.as_dict())
+    write_json(folder / "model.json", {"format_version": FORMAT_VERSION, **features.as_dict(),
+                                       "versions": _versions()})
+    write_summary(folder, summary)
+
+
+def write_summary(folder: Path, summary: Dict[str, Any]) -> None:
+    write_json(folder / "training.json", _finite(summary))
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN/inf floats by None so the JSON stays standard."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def load(folder: Path) -> Model:
+    """Load a model folder, or raise ModelError naming what is missing or broken."""
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such model folder (train one with `deepar-cli train`)")
+    missing = [name for name in (*FILES, "predictor") if not (folder / name).exists()]
+    if missing:
+        raise ModelError(f"{folder}: not a deepar-cli model folder ({missing[0]} is missing)")
+    try:
+        hp = resolve(json.loads((folder / "hyperparameters.json").read_text()))
+        meta = json.loads((folder / "model.json").read_text())
+        summary = json.loads((folder / "training.json").read_text())
+        features = Features(meta["cardinality"], int(meta["num_dynamic_feat"]))
+    except (ValueError, KeyError, TypeError, HyperparameterError) as exc:
+        raise ModelError(f"{folder}: model files are damaged ({exc})") from None
+    from gluonts.model.predictor import Predictor
+
+    try:
+        predictor = Predictor.deserialize(folder / "predictor")
+    except Exception as exc:  # GluonTS raises many kinds for a bad folder
+        raise ModelError(f"{folder}: the GluonTS predictor cannot be loaded ({exc})") from None
+    return Model(folder, predictor, hp, features, summary)

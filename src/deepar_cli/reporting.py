@@ -1,0 +1,72 @@
+"""Training events -> SageMaker-style log lines or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any, Dict, Optional
+
+from deepar_cli.records import DatasetStats
+
+
+def _stats_lines(figures: Dict[str, Any]) -> list[str]:
+    stats = DatasetStats(
+        num_series=figures["num_series"], num_observations=figures["num_observations"],
+        num_missing=figures["num_missing"],
+        min_target=figures["min_target"] if figures["min_target"] is not None else float("nan"),
+        max_target=figures["max_target"] if figures["max_target"] is not None else float("nan"),
+    )
+    mean = figures["mean_target"]
+    stats.target_sum = (mean or 0.0) * (stats.num_observations - stats.num_missing)
+    return stats.lines()
+
+
+def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
+    """One event as the text SageMaker's DeepAR log would show, or None to stay silent."""
+    if event == "dataset":
+        head = f"[{figures['channel']} channel]"
+        return "\n".join(f"{head} {line}" for line in _stats_lines(figures))
+    if event == "hyperparameters":
+        return "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in figures.items())
+    if event == "plan":
+        return (f"an epoch is {figures['batches_per_epoch']} batches of "
+                f"{figures['mini_batch_size']} (about one pass over "
+                f"{figures['training_windows']} training windows); {figures['epochs']} epochs")
+    if event == "epoch":
+        best = ", best epoch loss so far" if figures["best"] else ""
+        return (f"#epoch {figures['epoch']}: loss={figures['loss']:.6g} "
+                f"({figures['samples_per_second']} samples/s, {figures['seconds']} s){best}")
+    if event == "early_stopping":
+        return (f"early stopping: no improvement for {figures['patience']} epochs; "
+                f"keeping the model of epoch {figures['best_epoch']}")
+    if event == "final":
+        return (f"#final loss: {figures['final_loss']:.6g} (epoch {figures['best_epoch']}; "
+                f"{figures['epochs_run']} epochs in {figures['train_seconds']} s, "
+                f"{figures['train_samples_per_second']} samples/s)")
+    if event == "test_metrics":
+        return "\n".join(f"#test_score ({name}): {value:.6g}" for name, value in figures.items())
+    return None
+
+
+class Reporter:
+    """Writes each event as text or JSON to a stream, and as JSON to an optional log file."""
+
+    def __init__(self, fmt: str = "text", stream: IO[str] = sys.stdout,
+                 log_file: Optional[Path] = None) -> None:
+        self.fmt = fmt
+        self.stream = stream
+        self.log_file = open(log_file, "w") if log_file else None
+
+    def __call__(self, event: str, figures: Dict[str, Any]) -> None:
+        line = json.dumps({"event": event, **figures}, default=str)
+        if self.log_file:
+            self.log_file.write(line + "\n")
+            self.log_file.flush()
+        text = line if self.fmt == "json" else format_event(event, figures)
+        if text is not None:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.log_file:
+            self.log_file.close()

@@ -1,0 +1,219 @@
+"""Train GluonTS's MXNet DeepAR with SageMaker's hyperparameters and write a model folder."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from deepar_cli import modelfolder
+from deepar_cli.atomic import atomic_dir
+from deepar_cli.dataset import (
+    Features,
+    check_likelihood_domain,
+    read_with_stats,
+    resolve_features,
+    to_entries,
+)
+from deepar_cli.errors import DataError
+from deepar_cli.hyperparameters import Hyperparameters
+
+# An event callback: ("dataset" | "hyperparameters" | "plan" | "epoch" | "final" |
+# "test_metrics", figures). The CLI turns events into log lines or JSON.
+Log = Callable[[str, Dict[str, Any]], None]
+DEFAULT_SEED = 42
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator GluonTS and MXNet draw from."""
+    import mxnet as mx
+
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def distribution_output(likelihood: str) -> Any:
+    """SageMaker's likelihood names -> GluonTS distribution outputs.
+
+    `deterministic-L1` is a Laplace likelihood with a fixed, tiny scale: its negative
+    log-likelihood is the L1 loss, and its samples collapse onto the point forecast.
+    """
+    from gluonts.mx.distribution import (
+        BetaOutput,
+        GaussianOutput,
+        LaplaceFixedVarianceOutput,
+        NegativeBinomialOutput,
+        StudentTOutput,
+    )
+
+    return {
+        "student-T": StudentTOutput,
+        "gaussian": GaussianOutput,
+        "beta": BetaOutput,
+        "negative-binomial": NegativeBinomialOutput,
+        "deterministic-L1": LaplaceFixedVarianceOutput,
+    }[likelihood]()
+
+
+def training_windows(lengths: Sequence[int], hp: Hyperparameters) -> int:
+    """How many windows one pass over the data is: each series read in consecutive
+    `prediction_length` strides after its first `context_length` points, so every
+    observation is a forecast target once. Many short series and one long series both
+    get a pass over what they hold, not one window per series."""
+    return sum(max(1, math.ceil((length - hp.context_length) / hp.prediction_length))
+               for length in lengths)
+
+
+def batches_per_epoch(lengths: Sequence[int], hp: Hyperparameters) -> int:
+    """SageMaker's epoch: about one pass over the training windows."""
+    return max(1, math.ceil(training_windows(lengths, hp) / hp.mini_batch_size))
+
+
+def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
+                    callbacks: List[Any]) -> Any:
+    """GluonTS's MXNet DeepAREstimator configured from SageMaker's hyperparameters."""
+    from gluonts.mx import DeepAREstimator, Trainer
+
+    use_cat = features.cardinality is not None
+    return DeepAREstimator(
+        freq=hp.freq,
+        prediction_length=hp.prediction_length,
+        context_length=hp.context_length,
+        num_layers=hp.num_layers,
+        num_cells=hp.num_cells,
+        dropout_rate=hp.dropout_rate,
+        use_feat_static_cat=use_cat,
+        cardinality=features.cardinality if use_cat else None,
+        embedding_dimension=[hp.embedding_dimension] * len(features.cardinality)
+        if use_cat else None,
+        use_feat_dynamic_real=features.num_dynamic_feat > 0,
+        distr_output=distribution_output(hp.likelihood),
+        # The beta likelihood lives on (0, 1): mean scaling would push targets out of it.
+        scaling=hp.likelihood != "beta",
+        batch_size=hp.mini_batch_size,
+        num_parallel_samples=hp.num_eval_samples,
+        trainer=Trainer(
+            epochs=hp.epochs,
+            num_batches_per_epoch=num_batches,
+            learning_rate=hp.learning_rate,
+            hybridize=True,
+            callbacks=callbacks,
+        ),
+    )
+
+
+@dataclass
+class EpochLogger:
+    """GluonTS trainer callback: per-epoch loss, throughput, best-so-far, early stopping."""
+
+    log: Log
+    samples_per_epoch: int
+    patience: Optional[int]
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    _tic: float = 0.0
+
+    def as_callback(self) -> Any:
+        from gluonts.mx.trainer.callback import Callback
+
+        owner = self
+
+        class _Callback(Callback):
+            def on_train_epoch_start(self, training_network: Any) -> None:
+                owner._tic = time.perf_counter()
+
+            def on_epoch_end(self, epoch_no: int, epoch_loss: float, **kwargs: Any) -> bool:
+                return owner.epoch_end(epoch_no + 1, float(epoch_loss))
+
+        return _Callback()
+
+    def epoch_end(self, epoch: int, loss: float) -> bool:
+        seconds = time.perf_counter() - self._tic
+        best = loss < self.best_loss
+        if best:
+            self.best_loss, self.best_epoch = loss, epoch
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "seconds": round(seconds, 3),
+            "samples_per_second": round(self.samples_per_epoch / seconds, 1) if seconds else None,
+            "best": best,
+        }
+        self.history.append(row)
+        self.log("epoch", row)
+        if self.patience is not None and epoch - self.best_epoch >= self.patience:
+            self.log("early_stopping", {"epoch": epoch, "patience": self.patience,
+                                        "best_epoch": self.best_epoch})
+            return False
+        return True
+
+
+def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
+          test_channel: Optional[Path] = None, seed: int = DEFAULT_SEED,
+          log: Log = lambda event, figures: None) -> Dict[str, Any]:
+    """Train on a channel, save the model folder atomically, score the test channel if any.
+
+    Returns the summary written to the model folder's `training.json`.
+    """
+    from deepar_cli import evaluation
+
+    records, train_stats = read_with_stats(train_channel)
+    log("dataset", {"channel": "train", **train_stats.as_dict()})
+    check_likelihood_domain(hp, train_stats, train_channel)
+    features = resolve_features(hp, train_stats)
+    test_entries = None
+    if test_channel is not None:
+        test_records, test_stats = read_with_stats(test_channel)
+        log("dataset", {"channel": "test", **test_stats.as_dict()})
+        short = [r.source for r in test_records if r.target.size <= hp.prediction_length]
+        if short:
+            raise DataError(f'{short[0]}: a test series must be longer than prediction_length '
+                            f"({hp.prediction_length}) to hold out its last points")
+        test_entries = to_entries(test_records, hp.freq, features)
+    entries = to_entries(records, hp.freq, features)
+    del records
+    log("hyperparameters", {**hp.as_dict(), **features.as_dict(), "seed": seed})
+
+    num_batches = batches_per_epoch([e["target"].size for e in entries], hp)
+    samples = num_batches * hp.mini_batch_size
+    log("plan", {"batches_per_epoch": num_batches, "mini_batch_size": hp.mini_batch_size,
+                 "training_windows": training_windows([e["target"].size for e in entries], hp),
+                 "epochs": hp.epochs})
+
+    seed_everything(seed)
+    epochs = EpochLogger(log, samples, hp.early_stopping_patience)
+    estimator = build_estimator(hp, features, num_batches, [epochs.as_callback()])
+    tic = time.perf_counter()
+    predictor = estimator.train(entries, cache_data=True)
+    train_seconds = time.perf_counter() - tic
+    trained_samples = len(epochs.history) * samples
+    summary: Dict[str, Any] = {
+        "data": {"train": train_stats.as_dict()},
+        "batches_per_epoch": num_batches,
+        "history": epochs.history,
+        "best_epoch": epochs.best_epoch,
+        "final_loss": epochs.best_loss,
+        "train_seconds": round(train_seconds, 3),
+        "train_samples_per_second": round(trained_samples / train_seconds, 1),
+        "seed": seed,
+    }
+    log("final", {"final_loss": epochs.best_loss, "best_epoch": epochs.best_epoch,
+                  "epochs_run": len(epochs.history), "train_seconds": summary["train_seconds"],
+                  "train_samples_per_second": summary["train_samples_per_second"]})
+    with atomic_dir(model_dir) as folder:
+        modelfolder.write(folder, predictor, hp, features, summary)
+        if test_entries is not None:
+            # Score the folder as written, so `evaluate` later gives the same figures.
+            metrics = evaluation.test_scores(modelfolder.load(folder), test_entries, seed=seed)
+            summary["data"]["test"] = test_stats.as_dict()
+            summary["test_metrics"] = metrics
+            modelfolder.write_summary(folder, summary)
+            log("test_metrics", metrics)
+    return summary
