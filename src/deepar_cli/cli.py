@@ -133,3 +133,95 @@ def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, 
         reporter.close()
     if log_format == "text":
         click.echo(f"model saved to {model_dir}")
+
+
+def _load_model(model_dir: Path) -> Any:
+    from deepar_cli import modelfolder
+
+    return modelfolder.load(model_dir)
+
+
+@main.command()
+@click.option("--model-dir", type=PathType, required=True)
+@click.option("--test", "test_channel", type=ExistingPath, required=True,
+              help="Test channel: full series; the last prediction_length points are scored.")
+@click.option("--output-dir", type=PathType, default=None,
+              help="Where metrics.json and per_series.csv go (default: MODEL_DIR/evaluation).")
+@click.option("--quantiles", default=None, help='Quantiles to score, e.g. "0.1,0.5,0.9".')
+@click.option("--num-samples", type=click.IntRange(1, 10_000), default=None,
+              help="Sample paths per series (default: the model's num_eval_samples).")
+@click.option("--windows", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Rolling backtest windows, each prediction_length further back.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def evaluate(model_dir: Path, test_channel: Path, output_dir: Path | None, quantiles: str | None,
+             num_samples: int | None, windows: int, seed: int, quiet: bool) -> None:
+    """Backtest a model on a test channel with the GluonTS Evaluator."""
+    from deepar_cli.evaluation import evaluate_channel, format_table, parse_quantiles
+
+    model = _load_model(model_dir)
+    levels = parse_quantiles(quantiles) if quantiles else None
+    output_dir = output_dir or model_dir / "evaluation"
+    with _progress(quiet):
+        result = evaluate_channel(model, test_channel, output_dir, seed=seed, quantiles=levels,
+                                  num_samples=num_samples, windows=windows)
+    click.echo(format_table(result))
+    click.echo(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'per_series.csv'}")
+
+
+@main.command()
+@click.option("--model-dir", type=PathType, required=True)
+@click.option("--input", "input_path", type=click.Path(path_type=Path, allow_dash=True),
+              required=True, help="JSON Lines of records, or one endpoint request; - for stdin.")
+@click.option("--output", "output_path", type=click.Path(path_type=Path, allow_dash=True),
+              required=True, help="Where predictions go; - for stdout.")
+@click.option("--config", "config_json", default=None,
+              help=f"Inference configuration as JSON (default: ${'{'}DEEPAR_INFERENCE_CONFIG{'}'}).")
+@click.option("--num-samples", type=int, default=None)
+@click.option("--output-types", default=None, help='e.g. "mean,quantiles,samples".')
+@click.option("--quantiles", default=None, help='e.g. "0.1,0.5,0.9".')
+@click.option("--seed", type=int, default=42, show_default=True)
+@reports_errors
+def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: str | None,
+            num_samples: int | None, output_types: str | None, quantiles: str | None,
+            seed: int) -> None:
+    """Batch transform: SageMaker DeepAR records in, prediction objects out."""
+    from deepar_cli.inference import run_batch_transform
+
+    count = run_batch_transform(
+        _load_model(model_dir), input_path, output_path, config_json=config_json,
+        overrides={"num_samples": num_samples,
+                   "output_types": output_types.split(",") if output_types else None,
+                   "quantiles": quantiles.split(",") if quantiles else None},
+        seed=seed)
+    if str(output_path) != "-":
+        click.echo(f"wrote {count} predictions to {output_path}")
+
+
+@main.command()
+@click.option("--model-dir", type=PathType, required=True, help="A model folder from `train`.")
+@click.option("--test", "test_channel", type=ExistingPath, required=True,
+              help="Test channel; each series' last prediction_length points are the truth.")
+@click.option("--series", "series", default=None, metavar="SPEC",
+              help='0-based series to plot: "0-4", "0,3,7" or "5".  [default: the first 5]')
+@click.option("--output-dir", type=PathType, required=True,
+              help="Folder for series-<i>.png, forecasts.png and plot.json.")
+@click.option("--train", "train_channel", type=ExistingPath,
+              help="Forecast from the train record instead; the test record's extra points "
+                   "are the truth.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--num-samples", type=int, default=None,
+              help="Sample paths per forecast.  [default: the model's num_eval_samples]")
+@click.option("--quiet", is_flag=True, help="Do not list the files written.")
+@reports_errors
+def plot(model_dir: Path, test_channel: Path, series: str | None, output_dir: Path,
+         train_channel: Path | None, seed: int, num_samples: int | None, quiet: bool) -> None:
+    """Draw the notebook's picture: observed target, p50 forecast and p10-p90 band."""
+    from deepar_cli.plotting import describe, plot as draw
+
+    result = draw(model_dir, test_channel, output_dir, series=series,
+                  train_channel=train_channel, seed=seed, num_samples=num_samples)
+    if not quiet:
+        for line in describe(result):
+            click.echo(line)

@@ -142,3 +142,56 @@ def _pooled(items: List[pd.DataFrame], quantiles: Sequence[float]) -> Dict[str, 
     evaluator = Evaluator(quantiles=list(quantiles), num_workers=0)
     agg, _ = evaluator.get_aggregate_metrics(pd.concat(items, ignore_index=True))
     return _select({k: float(v) for k, v in agg.items()}, quantiles)
+
+
+def parse_quantiles(text: str) -> List[float]:
+    """ "0.1,0.5,0.9" -> [0.1, 0.5, 0.9], each in (0, 1)."""
+    from deepar_cli.errors import UsageError
+
+    levels = []
+    for part in text.split(","):
+        try:
+            level = float(part)
+        except ValueError:
+            level = float("nan")
+        if not 0 < level < 1:
+            raise UsageError(f'--quantiles must be numbers in (0, 1) separated by commas, '
+                             f'got "{part.strip()}"')
+        levels.append(level)
+    return levels
+
+
+def evaluate_channel(model: Model, channel: Any, output_dir: Any, *, seed: int,
+                     quantiles: Optional[Sequence[float]] = None,
+                     num_samples: Optional[int] = None, windows: int = 1) -> Backtest:
+    """`deepar-cli evaluate`: backtest a test channel, write metrics.json and per_series.csv."""
+    from deepar_cli.atomic import atomic_file
+    from deepar_cli.dataset import read_with_stats, to_entries
+    from deepar_cli.modelfolder import write_json
+
+    records, _ = read_with_stats(channel)
+    short = [r.source for r in records if r.target.size <= model.hp.prediction_length]
+    if short:
+        raise DataError(f"{short[0]}: a test series must be longer than prediction_length "
+                        f"({model.hp.prediction_length})")
+    entries = to_entries(records, model.hp.freq, model.features)
+    result = backtest(model, entries, seed=seed, quantiles=quantiles, num_samples=num_samples,
+                      windows=windows)
+    write_json(output_dir / "metrics.json", result.summary())
+    with atomic_file(output_dir / "per_series.csv") as tmp:
+        result.per_series.to_csv(tmp, index=False)
+    return result
+
+
+def format_table(result: Backtest) -> str:
+    """DeepAR beside seasonal naive, one metric a row."""
+    rows = [f"{'metric':<22}{'DeepAR':>12}{'seasonal naive':>16}"]
+    for name, value in result.overall.items():
+        other = result.baseline.get(name, float("nan"))
+        rows.append(f"{name:<22}{value:>12.6g}{other:>16.6g}")
+    if len(result.windows) > 1:
+        rows.append("")
+        rows.append(f"{'window':<8}{'RMSE':>12}{'mean_wQuantileLoss':>20}")
+        for w in result.windows:
+            rows.append(f"{w['window']:<8}{w['RMSE']:>12.6g}{w['mean_wQuantileLoss']:>20.6g}")
+    return "\n".join(rows)
