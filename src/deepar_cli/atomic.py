@@ -7,6 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+# mkstemp/mkdtemp create private (0600/0700) entries; finished outputs get the usual modes.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 from typing import Iterator
 
 
@@ -19,6 +23,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -31,6 +36,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o777 & ~_UMASK)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -124,12 +124,11 @@ def _cardinality(name: str, value: Any) -> Union[str, List[int]]:
     if value in ("auto", "ignore", "", None):
         return "auto" if value in ("", None) else value
     expected = '"auto", "ignore" or a list of integers >= 1, e.g. "[3, 10]"'
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list) or not value:
+    values = [value] if isinstance(value, (int, str)) and not isinstance(value, bool) else value
+    if not isinstance(values, list) or not values:
         raise _fail(name, expected, value)
     try:
-        return [_integer(1)(name, v) for v in value]
+        return [_integer(1)(name, v) for v in values]
     except HyperparameterError:
         raise _fail(name, expected, value) from None
 

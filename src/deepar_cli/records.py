@@ -156,9 +156,11 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
         raise ValueError('"start" is missing')
     start = obj["start"]
     try:
-        if not isinstance(start, str):
+        # pandas reads "", "now" and "today" too; SageMaker wants a fixed timestamp.
+        if not isinstance(start, str) or start.strip().lower() in ("now", "today"):
             raise ValueError
-        pd.Timestamp(start)
+        if pd.isna(pd.Timestamp(start)):
+            raise ValueError
     except (ValueError, TypeError):
         raise ValueError(
             f'"start" must be a timestamp like "2016-01-01 00:00:00", got {_show(start)}'

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Dict, Optional
 
+from deepar_cli.errors import UsageError
 from deepar_cli.records import DatasetStats
 
 
@@ -52,11 +53,17 @@ def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
 class Reporter:
     """Writes each event as text or JSON to a stream, and as JSON to an optional log file."""
 
-    def __init__(self, fmt: str = "text", stream: IO[str] = sys.stdout,
+    def __init__(self, fmt: str = "text", stream: Optional[IO[str]] = None,
                  log_file: Optional[Path] = None) -> None:
         self.fmt = fmt
-        self.stream = stream
-        self.log_file = open(log_file, "w") if log_file else None
+        self.stream = stream or sys.stdout
+        self.log_file = None
+        if log_file:
+            try:
+                log_file.parent.mkdir(parents=True, exist_ok=True)
+                self.log_file = open(log_file, "w")
+            except OSError as exc:
+                raise UsageError(f"{log_file}: cannot write the log file ({exc.strerror})") from None
 
     def __call__(self, event: str, figures: Dict[str, Any]) -> None:
         line = json.dumps({"event": event, **figures}, default=str)

@@ -1,0 +1,55 @@
+"""Every command of `deepar-cli` has working help (new commands are picked up by themselves)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepar_cli import __version__, cli
+
+COMMANDS = sorted(cli.main.commands)
+
+
+def test_the_group_has_the_commands_built_so_far():
+    assert {"generate", "train"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_group_help_lists_every_command(runner, flag):
+    result = runner.invoke(cli.main, [flag], prog_name="deepar-cli")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: deepar-cli [OPTIONS] COMMAND [ARGS]...")
+    assert "Amazon SageMaker's DeepAR workflow, done locally on GluonTS." in result.output
+    for name in COMMANDS:
+        assert f"  {name} " in result.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_command_help(runner, name, flag):
+    command = cli.main.commands[name]
+    result = runner.invoke(cli.main, [name, flag], prog_name="deepar-cli")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.output.startswith(f"Usage: deepar-cli {name} [OPTIONS]")
+    first_line = (command.help or "").strip().splitlines()[0]
+    assert first_line  # every command says what it does
+    flat = " ".join(result.output.split())  # help text is re-wrapped to the terminal width
+    assert " ".join(first_line.split()) in flat
+    for param in command.params:
+        if getattr(param, "hidden", False):
+            continue
+        for opt in param.opts:
+            if opt.startswith("--"):
+                assert opt in result.output
+
+
+def test_version(runner):
+    result = runner.invoke(cli.main, ["--version"], prog_name="deepar-cli")
+    assert result.exit_code == 0
+    assert result.output == f"deepar-cli, version {__version__}\n"
+
+
+def test_unknown_command_is_a_usage_error(runner):
+    result = runner.invoke(cli.main, ["fly"], prog_name="deepar-cli")
+    assert result.exit_code == 2
+    assert "No such command 'fly'" in result.stderr

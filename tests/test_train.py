@@ -1,0 +1,532 @@
+"""Training: tiny runs of GluonTS DeepAR through `deepar_cli.training` and `deepar-cli train`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import pytest
+
+from deepar_cli import evaluation, modelfolder, training
+from deepar_cli.cli import main
+from deepar_cli.dataset import to_entries
+from deepar_cli.errors import DataError, HyperparameterError
+from deepar_cli.hyperparameters import load, resolve
+from deepar_cli.records import Record, read_channel, write_records
+
+from conftest import NOTEBOOK_HYPERPARAMETERS, hp_args
+
+START = "2016-01-01 00:00:00"
+
+
+class Events:
+    """A `log` callback that keeps every (event, figures) pair."""
+
+    def __init__(self) -> None:
+        self.items: List[Tuple[str, Dict[str, Any]]] = []
+
+    def __call__(self, event: str, figures: Dict[str, Any]) -> None:
+        self.items.append((event, dict(figures)))
+
+    def names(self) -> List[str]:
+        return [name for name, _ in self.items]
+
+    def of(self, name: str) -> List[Dict[str, Any]]:
+        return [figures for event, figures in self.items if event == name]
+
+
+def tiny_channels(folder: Path, make_target) -> Tuple[Path, Path]:
+    """8 series of 60 points from `make_target(k, t)`; train drops the last 12."""
+    t = np.arange(60)
+    test = [Record(START, np.asarray(make_target(k, t), dtype=float)) for k in range(8)]
+    train = [Record(START, r.target[:48]) for r in test]
+    write_records(folder / "train.json", train)
+    write_records(folder / "test.json", test)
+    return folder / "train.json", folder / "test.json"
+
+
+@pytest.fixture(scope="module")
+def unit_interval_data(tmp_path_factory):
+    """Targets strictly inside (0, 1), for the beta likelihood."""
+    rs = np.random.RandomState(0)
+    return tiny_channels(tmp_path_factory.mktemp("beta"), lambda k, t: np.clip(
+        0.5 + 0.3 * np.sin(2 * np.pi * t / 24 + k) + 0.05 * rs.randn(t.size), 0.02, 0.98))
+
+
+@pytest.fixture(scope="module")
+def count_data(tmp_path_factory):
+    """Non-negative integer counts, for the negative-binomial likelihood."""
+    rs = np.random.RandomState(0)
+    return tiny_channels(tmp_path_factory.mktemp("counts"),
+                         lambda k, t: rs.poisson(3 + 2 * np.sin(2 * np.pi * t / 24 + k)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data):
+    """One tiny model with a test channel, trained once for the round-trip tests."""
+    hp = resolve({"time_freq": "H", "context_length": 12, "prediction_length": 12,
+                  "epochs": 2, "mini_batch_size": 8, "num_cells": 8, "num_layers": 1,
+                  "num_eval_samples": 10, "likelihood": "gaussian"})
+    model_dir = tmp_path_factory.mktemp("trained") / "model"
+    events = Events()
+    summary = training.train(tiny_data.train, hp, model_dir, test_channel=tiny_data.test,
+                             seed=7, log=events)
+    return model_dir, hp, summary, events
+
+
+# --------------------------------------------------------------------------- likelihoods
+
+
+@pytest.mark.parametrize("likelihood, data, distribution", [
+    ("gaussian", None, "GaussianOutput"),
+    ("student-T", None, "StudentTOutput"),
+    ("deterministic-L1", None, "LaplaceFixedVarianceOutput"),
+    ("beta", "unit_interval_data", "BetaOutput"),
+    ("negative-binomial", "count_data", "NegativeBinomialOutput"),
+])
+def test_each_likelihood_trains_and_saves_a_loadable_model(request, tmp_path, tiny_data, tiny_hp,
+                                                           seed, likelihood, data, distribution):
+    train_path, test_path = (request.getfixturevalue(data) if data
+                             else (tiny_data.train, tiny_data.test))
+    hp = resolve({**tiny_hp, "likelihood": likelihood})
+    summary = training.train(train_path, hp, tmp_path / "model", test_channel=test_path,
+                             seed=seed)
+    assert [row["epoch"] for row in summary["history"]] == [1]
+    assert math.isfinite(summary["final_loss"])
+    assert all(math.isfinite(v) for v in summary["test_metrics"].values())
+    model = modelfolder.load(tmp_path / "model")
+    assert model.hp.likelihood == likelihood
+    assert type(model.predictor.prediction_net.distr_output).__name__ == distribution
+    # mean scaling would push beta's targets out of (0, 1); every other likelihood scales
+    assert model.predictor.prediction_net.scaling is (likelihood != "beta")
+    forecast = next(iter(model.predictor.predict(
+        to_entries(read_channel(train_path), hp.freq, model.features)[:1])))
+    assert forecast.samples.shape == (10, 12)
+    assert np.isfinite(forecast.samples).all()
+    if likelihood == "beta":
+        assert ((forecast.samples > 0) & (forecast.samples < 1)).all()
+    if likelihood == "negative-binomial":
+        assert (forecast.samples >= 0).all()
+
+
+def test_beta_refuses_targets_outside_the_unit_interval(tiny_data, tiny_hp, tmp_path):
+    targets = np.concatenate([r.target for r in tiny_data.train_records])
+    with pytest.raises(DataError) as info:
+        training.train(tiny_data.train, resolve({**tiny_hp, "likelihood": "beta"}),
+                       tmp_path / "model")
+    assert str(info.value) == (
+        f'{tiny_data.train}: likelihood "beta" needs every target in (0, 1), but the targets '
+        f"span [{targets.min():g}, {targets.max():g}]"
+    )
+    assert not (tmp_path / "model").exists()
+
+
+def test_negative_binomial_refuses_negative_targets(jsonl, tiny_hp, tmp_path):
+    path = jsonl([{"start": START, "target": [1, 2, -0.5] + [1] * 30}])
+    with pytest.raises(DataError) as info:
+        training.train(path, resolve({**tiny_hp, "likelihood": "negative-binomial"}),
+                       tmp_path / "model")
+    assert str(info.value) == (
+        f'{path}: likelihood "negative-binomial" needs non-negative targets, but the smallest '
+        "is -0.5"
+    )
+
+
+# --------------------------------------------------------------------------- cat, dynamic_feat
+
+
+def _uses_dynamic_feat(predictor) -> bool:
+    """Whether the predictor's input transformation stacks `feat_dynamic_real`."""
+    from gluonts.transform import VstackFeatures
+
+    def walk(transform):
+        if hasattr(transform, "transformations"):
+            for part in transform.transformations:
+                yield from walk(part)
+        else:
+            yield transform
+
+    return any(isinstance(t, VstackFeatures) and "feat_dynamic_real" in t.input_fields
+               for t in walk(predictor.input_transform))
+
+
+def test_cat_and_dynamic_feat_are_learnt_automatically(tiny_feature_data, tiny_hp, tmp_path,
+                                                       seed):
+    events = Events()
+    summary = training.train(tiny_feature_data.train, resolve(tiny_hp), tmp_path / "model",
+                             test_channel=tiny_feature_data.test, seed=seed, log=events)
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["cardinality"] == [3]  # categories 0, 1, 2 seen
+    assert meta["num_dynamic_feat"] == 2
+    assert summary["data"]["train"]["num_cat"] == 1
+    assert summary["data"]["train"]["num_dynamic_feat"] == 2
+    (figures,) = events.of("hyperparameters")
+    assert figures["cardinality"] == [3] and figures["num_dynamic_feat"] == 2
+    model = modelfolder.load(tmp_path / "model")
+    assert model.features.cardinality == [3] and model.features.num_dynamic_feat == 2
+    assert model.predictor.prediction_net.cardinality == [3]
+    assert model.predictor.prediction_net.embedding_dimension == [10]
+    assert _uses_dynamic_feat(model.predictor)
+    assert all(math.isfinite(v) for v in summary["test_metrics"].values())
+
+
+def test_ignore_drops_cat_and_dynamic_feat(tiny_feature_data, tiny_hp, tmp_path, seed):
+    hp = resolve({**tiny_hp, "cardinality": "ignore", "num_dynamic_feat": "ignore"})
+    summary = training.train(tiny_feature_data.train, hp, tmp_path / "model",
+                             test_channel=tiny_feature_data.test, seed=seed)
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["cardinality"] is None
+    assert meta["num_dynamic_feat"] == 0
+    model = modelfolder.load(tmp_path / "model")
+    assert model.predictor.prediction_net.cardinality == [1]  # GluonTS's dummy category
+    assert not _uses_dynamic_feat(model.predictor)
+    assert "RMSE" in summary["test_metrics"]
+
+
+def test_explicit_cardinality_is_used(tiny_feature_data, tiny_hp, tmp_path, seed):
+    hp = resolve({**tiny_hp, "cardinality": "[5]", "embedding_dimension": "3"})
+    training.train(tiny_feature_data.train, hp, tmp_path / "model", seed=seed)
+    model = modelfolder.load(tmp_path / "model")
+    assert model.features.cardinality == [5]
+    assert model.predictor.prediction_net.cardinality == [5]
+    assert model.predictor.prediction_net.embedding_dimension == [3]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"cardinality": "[2]"}, 'hyperparameter "cardinality" is 2 for "cat" 0 but the data holds '
+                             "category 2; categories are 0..cardinality-1"),
+    ({"cardinality": "[3, 3]"}, 'hyperparameter "cardinality" lists 2 values but the records '
+                                'have 1 "cat" values each'),
+    ({"num_dynamic_feat": "1"}, 'hyperparameter "num_dynamic_feat" is 1 but the training records '
+                                'have 2 "dynamic_feat" series'),
+])
+def test_feature_hyperparameters_that_contradict_the_data(tiny_feature_data, tiny_hp, tmp_path,
+                                                          values, message):
+    with pytest.raises(HyperparameterError) as info:
+        training.train(tiny_feature_data.train, resolve({**tiny_hp, **values}),
+                       tmp_path / "model")
+    assert str(info.value) == message
+    assert not (tmp_path / "model").exists()
+
+
+def test_cardinality_without_cat_in_the_data(tiny_data, tiny_hp, tmp_path):
+    with pytest.raises(HyperparameterError) as info:
+        training.train(tiny_data.train, resolve({**tiny_hp, "cardinality": "[3]"}),
+                       tmp_path / "model")
+    assert str(info.value) == (
+        'hyperparameter "cardinality" is set but the training records have no "cat"'
+    )
+
+
+# --------------------------------------------------------------------------- the model folder
+
+
+def test_model_folder_files_exist_and_parse(trained):
+    import gluonts
+    import mxnet
+
+    model_dir, hp, summary, _ = trained
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "hyperparameters.json", "model.json", "predictor", "training.json"]
+    assert json.loads((model_dir / "hyperparameters.json").read_text()) == hp.as_dict()
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["format_version"] == modelfolder.FORMAT_VERSION == 1
+    assert meta["cardinality"] is None and meta["num_dynamic_feat"] == 0
+    assert meta["versions"]["gluonts"] == gluonts.__version__
+    assert meta["versions"]["mxnet"] == mxnet.__version__
+    assert meta["versions"]["deepar_cli"] == "0.1.0"
+    assert set(meta["versions"]) == {"deepar_cli", "gluonts", "mxnet", "python"}
+    saved = json.loads((model_dir / "training.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert [row["epoch"] for row in saved["history"]] == [1, 2]
+    assert set(saved["history"][0]) == {"epoch", "loss", "seconds", "samples_per_second",
+                                        "best"}
+    assert saved["history"][0]["best"] is True
+    assert saved["best_epoch"] in (1, 2)
+    assert saved["final_loss"] == min(row["loss"] for row in saved["history"])
+    assert saved["batches_per_epoch"] == 3  # 8 series x ceil((48-12)/12) = 24 windows / 8
+    assert saved["seed"] == 7
+    assert saved["data"]["train"]["num_series"] == 8
+    assert saved["data"]["train"]["num_observations"] == 8 * 48
+    assert saved["data"]["test"]["num_observations"] == 8 * 60
+    assert set(saved["test_metrics"]) == {
+        "RMSE", "mean_wQuantileLoss",
+        *(f"wQuantileLoss[{q}]" for q in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7",
+                                          "0.8", "0.9"))}
+    assert saved["test_metrics"]["RMSE"] > 0
+
+
+def test_model_folder_round_trip(trained, tiny_data):
+    model_dir, hp, summary, _ = trained
+    model = modelfolder.load(model_dir)
+    assert model.path == model_dir
+    assert model.hp == hp
+    assert model.summary["test_metrics"] == summary["test_metrics"]
+    # the loaded folder scores exactly what training logged
+    entries = to_entries(tiny_data.test_records, hp.freq, model.features)
+    assert evaluation.test_scores(model, entries, seed=7) == summary["test_metrics"]
+    # two loads forecast the same samples for the same seed
+    samples = []
+    for _ in range(2):
+        loaded = modelfolder.load(model_dir)
+        training.seed_everything(123)
+        samples.append([f.samples for f in loaded.predictor.predict(entries)])
+    assert len(samples[0]) == 8
+    for first, second in zip(*samples):
+        assert first.shape == (10, 12)
+        np.testing.assert_array_equal(first, second)
+
+
+def test_predictor_loads_with_plain_gluonts(trained):
+    from gluonts.model.predictor import Predictor
+
+    model_dir, hp, _, _ = trained
+    predictor = Predictor.deserialize(model_dir / "predictor")
+    assert predictor.prediction_length == hp.prediction_length
+
+
+def test_train_events_in_order(trained):
+    _, hp, summary, events = trained
+    assert events.names() == ["dataset", "dataset", "hyperparameters", "plan", "epoch",
+                              "epoch", "final", "test_metrics"]
+    assert [f["channel"] for f in events.of("dataset")] == ["train", "test"]
+    (plan,) = events.of("plan")
+    assert plan == {"batches_per_epoch": 3, "mini_batch_size": 8, "training_windows": 24,
+                    "epochs": 2}
+    (final,) = events.of("final")
+    assert final["final_loss"] == summary["final_loss"]
+    assert final["best_epoch"] == summary["best_epoch"]
+    assert final["epochs_run"] == 2
+    assert events.of("test_metrics") == [summary["test_metrics"]]
+    assert events.of("hyperparameters")[0]["seed"] == 7
+
+
+def test_same_seed_same_run(tiny_data, tiny_hp, tmp_path):
+    hp = resolve({**tiny_hp, "epochs": 2})
+    runs = [training.train(tiny_data.train, hp, tmp_path / f"m{i}", test_channel=tiny_data.test,
+                           seed=11) for i in range(2)]
+    other = training.train(tiny_data.train, hp, tmp_path / "other", seed=12)
+    losses = [[row["loss"] for row in run["history"]] for run in runs]
+    assert losses[0] == losses[1]
+    assert runs[0]["test_metrics"] == runs[1]["test_metrics"]
+    assert runs[0]["best_epoch"] == runs[1]["best_epoch"]
+    assert [row["loss"] for row in other["history"]] != losses[0]
+
+
+def test_retraining_replaces_the_model_folder(tiny_data, tiny_hp, tmp_path, seed):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "stale.txt").write_text("old")
+    training.train(tiny_data.train, resolve(tiny_hp), model_dir, seed=seed)
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "hyperparameters.json", "model.json", "predictor", "training.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary leftovers
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+def test_batches_per_epoch_for_the_notebook():
+    hp = load(NOTEBOOK_HYPERPARAMETERS, {})
+    assert training.training_windows([352] * 200, hp) == 1200  # 6 windows a series
+    assert training.batches_per_epoch([352] * 200, hp) == 38
+
+
+def test_batches_per_epoch_for_one_long_series():
+    hp = load(NOTEBOOK_HYPERPARAMETERS, {})
+    assert training.training_windows([4000], hp) == 82
+    assert training.batches_per_epoch([4000], hp) == 3
+    assert training.batches_per_epoch([4000], hp) > 1
+
+
+def test_batches_per_epoch_is_at_least_one():
+    hp = resolve({"time_freq": "H", "context_length": 72, "prediction_length": 48,
+                  "epochs": 1})
+    assert training.training_windows([10, 20], hp) == 2  # short series still give a window
+    assert training.batches_per_epoch([10, 20], hp) == 1
+
+
+def test_epoch_logger_tracks_the_best_epoch():
+    events = Events()
+    logger = training.EpochLogger(events, samples_per_epoch=64, patience=None)
+    losses = [3.0, 2.0, 2.5, 1.5, 1.5, 1.7]
+    assert all(logger.epoch_end(epoch, loss) for epoch, loss in enumerate(losses, start=1))
+    assert logger.best_epoch == 4 and logger.best_loss == 1.5
+    assert [row["best"] for row in logger.history] == [True, True, False, True, False, False]
+    assert [row["loss"] for row in logger.history] == losses
+    assert events.names() == ["epoch"] * 6
+
+
+def test_epoch_logger_stops_after_patience_epochs_without_improvement():
+    events = Events()
+    logger = training.EpochLogger(events, samples_per_epoch=64, patience=2)
+    results = [logger.epoch_end(epoch, loss)
+               for epoch, loss in enumerate([3.0, 2.0, 2.5, 2.0], start=1)]
+    assert results == [True, True, True, False]  # epoch 4 is 2 epochs past the best (2)
+    assert logger.best_epoch == 2
+    assert events.names() == ["epoch"] * 4 + ["early_stopping"]
+    assert events.of("early_stopping") == [{"epoch": 4, "patience": 2, "best_epoch": 2}]
+
+
+def test_training_keeps_the_best_epochs_parameters(tiny_data, tiny_hp, tmp_path, monkeypatch,
+                                                   seed):
+    """Early stopping with GluonTS: the saved model is the best epoch's, not the last."""
+    import mxnet as mx
+    from gluonts.mx.trainer.callback import Callback
+
+    snapshots: List[Dict[str, np.ndarray]] = []
+
+    class WreckAndSnapshot(Callback):
+        def on_train_epoch_start(self, training_network):
+            if snapshots:  # from epoch 2 on, start from ruined weights: the loss goes up
+                for param in training_network.collect_params().values():
+                    param.set_data(param.data() + 5.0 * mx.nd.random.normal(shape=param.shape))
+
+        def on_epoch_end(self, epoch_no, epoch_loss, training_network, **kwargs):
+            snapshots.append({name: p.data().asnumpy().copy() for name, p in
+                              training_network._collect_params_with_prefix().items()})
+            return True
+
+    build = training.build_estimator
+    monkeypatch.setattr(training, "build_estimator",
+                        lambda hp, features, num_batches, callbacks: build(
+                            hp, features, num_batches, [*callbacks, WreckAndSnapshot()]))
+    events = Events()
+    hp = resolve({**tiny_hp, "epochs": 6, "early_stopping_patience": 2})
+    summary = training.train(tiny_data.train, hp, tmp_path / "model", seed=seed, log=events)
+
+    losses = [row["loss"] for row in summary["history"]]
+    assert len(losses) == 3  # stopped: epochs 2 and 3 did not beat epoch 1
+    assert summary["best_epoch"] == 1
+    assert summary["final_loss"] == losses[0] < min(losses[1:])
+    assert events.of("early_stopping") == [{"epoch": 3, "patience": 2, "best_epoch": 1}]
+    assert len(snapshots) == 3
+
+    net = modelfolder.load(tmp_path / "model").predictor.prediction_net
+    saved = {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
+    assert sorted(saved) == sorted(snapshots[0])
+    assert all(np.array_equal(saved[name], snapshots[0][name]) for name in saved)
+    assert not all(np.array_equal(saved[name], snapshots[-1][name]) for name in saved)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_no_model_folder_when_the_test_channel_is_bad(runner, tiny_data, jsonl, tmp_path,
+                                                      tiny_hp):
+    short = jsonl([{"start": START, "target": [1.0] * 30}, {"start": START, "target": [1.0] * 12}],
+                  name="test.json")
+    model_dir = tmp_path / "out" / "model"
+    result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--test", str(short),
+                                  "--model-dir", str(model_dir), "--quiet", *hp_args(tiny_hp)])
+    assert result.exit_code == 65
+    assert result.stderr == (
+        f"Error: {short}:2: a test series must be longer than prediction_length (12) to hold "
+        "out its last points\n"
+    )
+    assert not model_dir.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_model_folder_when_scoring_fails(tiny_data, tiny_hp, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise DataError("scoring broke")
+
+    monkeypatch.setattr(evaluation, "test_scores", broken)
+    with pytest.raises(DataError, match="scoring broke"):
+        training.train(tiny_data.train, resolve(tiny_hp), tmp_path / "model",
+                       test_channel=tiny_data.test)
+    assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary folder
+
+
+def test_failed_training_keeps_the_previous_model(tiny_data, tiny_hp, tmp_path, monkeypatch,
+                                                  seed):
+    model_dir = tmp_path / "model"
+    training.train(tiny_data.train, resolve(tiny_hp), model_dir, seed=seed)
+    before = (model_dir / "training.json").read_text()
+    monkeypatch.setattr(evaluation, "test_scores",
+                        lambda *a, **k: (_ for _ in ()).throw(DataError("scoring broke")))
+    with pytest.raises(DataError):
+        training.train(tiny_data.train, resolve(tiny_hp), model_dir,
+                       test_channel=tiny_data.test, seed=seed)
+    assert (model_dir / "training.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_train_text_log(runner, tiny_data, tmp_path, tiny_hp):
+    model_dir = tmp_path / "model"
+    result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--test",
+                                  str(tiny_data.test), "--model-dir", str(model_dir), "--quiet",
+                                  *hp_args({**tiny_hp, "epochs": 2})])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [
+        "[train channel] number of time series: 8",
+        "[train channel] number of observations: 384",
+        "[train channel] mean target length: 48",
+        lines[3],
+        "[train channel] contains missing values: no",
+    ]
+    assert lines[3].startswith("[train channel] min/mean/max target: ")
+    assert "[test channel] number of observations: 480" in lines
+    assert ("an epoch is 3 batches of 8 (about one pass over 24 training windows); 2 epochs"
+            in lines)
+    epochs = [line for line in lines if line.startswith("#epoch ")]
+    assert len(epochs) == 2
+    assert epochs[0].startswith("#epoch 1: loss=")
+    assert epochs[0].endswith(", best epoch loss so far")
+    assert any(line.startswith("#final loss: ") for line in lines)
+    scores = [line.split(":")[0] for line in lines if line.startswith("#test_score")]
+    assert scores == ["#test_score (RMSE)", "#test_score (mean_wQuantileLoss)",
+                      *(f"#test_score (wQuantileLoss[{q}])" for q in
+                        ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"))]
+    assert lines[-1] == f"model saved to {model_dir}"
+    assert modelfolder.load(model_dir).hp.epochs == 2
+
+
+def test_cli_train_json_log(runner, tiny_data, tmp_path, tiny_hp):
+    model_dir = tmp_path / "model"
+    log_file = tmp_path / "log.jsonl"
+    result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--test",
+                                  str(tiny_data.test), "--model-dir", str(model_dir),
+                                  "--log-format", "json", "--log-file", str(log_file),
+                                  *hp_args(tiny_hp)])
+    assert result.exit_code == 0, result.output
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["event"] for o in objects] == ["dataset", "dataset", "hyperparameters", "plan",
+                                             "epoch", "final", "test_metrics"]
+    assert objects[0]["channel"] == "train" and objects[0]["num_series"] == 8
+    assert objects[3]["batches_per_epoch"] == 3
+    assert objects[4]["epoch"] == 1 and objects[4]["best"] is True
+    assert objects[-1]["RMSE"] > 0
+    # the log file holds the same events, one JSON object a line
+    assert [json.loads(line) for line in log_file.read_text().splitlines()] == objects
+    saved = json.loads((model_dir / "training.json").read_text())
+    assert saved["test_metrics"] == {k: v for k, v in objects[-1].items() if k != "event"}
+
+
+def test_cli_hyperparameters_file_and_override(runner, tiny_data, tmp_path, tiny_hp):
+    hp_file = tmp_path / "hyperparameters.json"
+    hp_file.write_text(json.dumps({k: str(v) for k, v in {**tiny_hp, "epochs": 3}.items()}))
+    model_dir = tmp_path / "model"
+    result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--model-dir",
+                                  str(model_dir), "--hyperparameters", str(hp_file),
+                                  "--epochs", "1", "--time_freq", "h", "--quiet"])
+    assert result.exit_code == 0, result.output
+    hp = json.loads((model_dir / "hyperparameters.json").read_text())
+    assert hp["epochs"] == 1 and hp["time_freq"] == "h" and hp["num_cells"] == 8
+    assert len(json.loads((model_dir / "training.json").read_text())["history"]) == 1
+
+
+def test_train_log_goes_to_current_stdout(runner, tiny_data, tmp_path, tiny_hp):
+    for run in range(2):
+        result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--model-dir",
+                                      str(tmp_path / f"m{run}"), "--quiet", *hp_args(tiny_hp)])
+        assert result.exit_code == 0, result.output
+        assert "#epoch 1: loss=" in result.stdout
