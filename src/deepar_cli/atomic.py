@@ -7,11 +7,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 # mkstemp/mkdtemp create private (0600/0700) entries; finished outputs get the usual modes.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-from typing import Iterator
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from deepar_cli.records import Record, parse_record
 OUTPUT_TYPES = ("mean", "quantiles", "samples")
 MAX_NUM_SAMPLES = 10_000
 CONFIG_ENV = "DEEPAR_INFERENCE_CONFIG"
-# Series forecast per network call; larger batches amortize MXNet's per-step dispatch.
-PREDICT_BATCH = 256
+# Records read before each forecast call when streaming JSON Lines: bounds memory.
+STREAM_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,28 @@ def _instance(model: Model, obj: Any, where: str, extra: int) -> Record:
     except ValueError as exc:
         raise RequestError(f"{where}: {exc}" if where else str(exc)) from None
     record.source = where
+    _check_magnitude(record, where)
     return record
+
+
+# The network computes in float32: beyond about 1e35 its samples overflow into inf/NaN, and
+# MXNet's gamma sampler (Student-T, negative binomial) loops forever on NaN, hanging the
+# request. Refuse such values up front (a margin of 1e5 below where it breaks).
+MAX_ABS_VALUE = 1e30
+
+
+def _check_magnitude(record: Record, where: str) -> None:
+    prefix = f"{where}: " if where else ""
+    for name, values in (("target", record.target), ("dynamic_feat", record.dynamic_feat)):
+        if values is None:
+            continue
+        too_big = np.abs(np.nan_to_num(values)) > MAX_ABS_VALUE
+        if too_big.any():
+            index = np.unravel_index(int(np.flatnonzero(too_big)[0]), values.shape)
+            at = ", ".join(str(int(i)) for i in index)
+            raise RequestError(f'{prefix}"{name}" value {values[index]:g} at position {at} is '
+                               f"beyond +/-{MAX_ABS_VALUE:g}, the largest magnitude the model "
+                               "forecasts from")
 
 
 def forecast(model: Model, records: Sequence[Record], config: InferenceConfig
@@ -115,10 +136,8 @@ def forecast(model: Model, records: Sequence[Record], config: InferenceConfig
         entries = [to_entry(r, model.hp.freq, model.features) for r in records]
     except DataError as exc:
         raise RequestError(str(exc)) from None
-    predictor = model.predictor
-    predictor.batch_size = max(predictor.batch_size, min(PREDICT_BATCH, len(entries)))
     predictions = []
-    for fc in predictor.predict(entries, num_samples=config.num_samples):
+    for fc in model.predictor.predict(entries, num_samples=config.num_samples):
         prediction: Dict[str, Any] = {}
         for kind in config.output_types:
             if kind == "mean":
@@ -164,7 +183,7 @@ def answer_request(model: Model, body: bytes, *, seed: int) -> bytes:
 
 
 def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, *, seed: int,
-                 source: str = "line", chunk: int = PREDICT_BATCH) -> Iterator[bytes]:
+                 source: str = "line", chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
     """Batch transform: JSON Lines records in, one JSON line out per record, in order.
 
     Streams: records are read, forecast and written `chunk` at a time. Errors name

@@ -63,7 +63,9 @@ class Reporter:
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 self.log_file = open(log_file, "w")
             except OSError as exc:
-                raise UsageError(f"{log_file}: cannot write the log file ({exc.strerror})") from None
+                raise UsageError(
+                    f"{log_file}: cannot write the log file ({exc.strerror})"
+                ) from None
 
     def __call__(self, event: str, figures: Dict[str, Any]) -> None:
         line = json.dumps({"event": event, **figures}, default=str)

@@ -1,0 +1,56 @@
+"""One deepar-cli round, timed like the peer: train, forecast the test set, score it.
+
+Prints one JSON object with the peer's keys so bench.py can set them side by side.
+"""
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from deepar_cli import hyperparameters, modelfolder
+from deepar_cli.inference import InferenceConfig, forecast
+from deepar_cli.records import read_channel
+from deepar_cli.training import seed_everything, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--hyperparameters", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    hp = hyperparameters.load(args.hyperparameters, {})
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        tic = time.perf_counter()
+        summary = train(args.train, hp, model_dir, test_channel=args.test, seed=args.seed)
+        model = modelfolder.load(model_dir)
+        records = list(read_channel(args.test))
+        for record in records:  # forecast the held-out last prediction_length points
+            record.target = record.target[: -hp.prediction_length]
+        seed_everything(args.seed)
+        tic = time.perf_counter()
+        forecast(model, records, InferenceConfig(num_samples=100))
+        predict_s = time.perf_counter() - tic
+    print(json.dumps({
+        "backend": "deepar-cli",
+        "train_seconds": summary["train_seconds"],
+        "train_samples_per_second": summary["train_samples_per_second"],
+        "epochs_run": len(summary["history"]),
+        "batches_per_epoch": summary["batches_per_epoch"],
+        "predict_seconds": predict_s,
+        "series": len(records),
+        "num_samples": 100,
+        "RMSE": summary["test_metrics"]["RMSE"],
+        "mean_wQuantileLoss": summary["test_metrics"]["mean_wQuantileLoss"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()
