@@ -16,7 +16,7 @@ from deepar_cli.records import (
     Record,
     channel_files,
     channel_stats,
-    parse_records,
+    parse_record,
     read_channel,
     write_records,
 )
@@ -142,11 +142,9 @@ def test_scalar_cat_is_one_category(jsonl):
 
 def test_infinity_is_refused():
     # JSON cannot spell infinity, but Parquet and Python callers can
-    with pytest.raises(DataError) as info:
-        parse_records([good(), good(target=[1.0, math.inf])])
-    assert str(info.value) == (
-        'instances[1]: "target" must hold finite numbers, got infinity at position 1'
-    )
+    with pytest.raises(ValueError) as info:
+        parse_record(good(target=[1.0, math.inf]))
+    assert str(info.value) == '"target" must hold finite numbers, got infinity at position 1'
 
 
 def test_dynamic_feat_for_inference_reaches_past_the_target(tmp_path):

@@ -115,17 +115,6 @@ def to_entry(record: Record, freq: str, features: Features, where: str = "") -> 
     return entry
 
 
-def load_entries(channel: Path, freq: str, features: Features, *, extra_feat_length: int = 0
-                 ) -> Tuple[List[Dict[str, Any]], DatasetStats]:
-    """Read a whole channel into GluonTS entries (training needs it in memory)."""
-    stats = DatasetStats()
-    entries = []
-    for record in read_channel(channel, extra_feat_length=extra_feat_length):
-        stats.add(record)
-        entries.append(to_entry(record, freq, features))
-    return entries, stats
-
-
 def read_with_stats(channel: Path) -> Tuple[List[Record], DatasetStats]:
     """Read and summarize a channel, keeping the records."""
     stats = DatasetStats()

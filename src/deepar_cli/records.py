@@ -13,7 +13,7 @@ import gzip
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import orjson
@@ -377,20 +377,3 @@ def _parquet_row(record: Record) -> Dict[str, Any]:
     if record.dynamic_feat is not None:
         row["dynamic_feat"] = record.dynamic_feat.tolist()
     return row
-
-
-def parse_records(objects: Sequence[Any], *, extra_feat_length: int = 0, what: str = "instances"
-                  ) -> List[Record]:
-    """Validate decoded records from a request; errors name `what[i]` instead of a line."""
-    records: List[Record] = []
-    for index, obj in enumerate(objects):
-        where = f"{what}[{index}]"
-        try:
-            record = parse_record(obj, extra_feat_length=extra_feat_length)
-        except ValueError as exc:
-            raise DataError(f"{where}: {exc}") from None
-        record.source = where
-        if records:
-            _consistency(record, records[0], where)
-        records.append(record)
-    return records
