@@ -392,8 +392,8 @@ def test_training_keeps_the_best_epochs_parameters(tiny_data, tiny_hp, tmp_path,
 
     build = training.build_estimator
     monkeypatch.setattr(training, "build_estimator",
-                        lambda hp, features, num_batches, callbacks: build(
-                            hp, features, num_batches, [*callbacks, WreckAndSnapshot()]))
+                        lambda hp, features, num_batches, callbacks, rnn: build(
+                            hp, features, num_batches, [*callbacks, WreckAndSnapshot()], rnn))
     events = Events()
     hp = resolve({**tiny_hp, "epochs": 6, "early_stopping_patience": 2})
     summary = training.train(tiny_data.train, hp, tmp_path / "model", seed=seed, log=events)

@@ -114,10 +114,15 @@ def _progress(quiet: bool) -> Any:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Log lines as text or as one JSON object a line.")
 @click.option("--log-file", type=PathType, help="Also write every log event as JSON lines.")
+@click.option("--rnn", type=click.Choice(["fused", "gluonts"]), default="fused",
+              show_default=True,
+              help="LSTM kernel for training: fused (fast; dropout_rate as inter-layer "
+                   "dropout) or gluonts (GluonTS's cell-by-cell unroll with zoneout).")
 @_hyperparameter_options
 @reports_errors
 def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, model_dir: Path,
-          seed: int, quiet: bool, log_format: str, log_file: Path | None, **options: Any) -> None:
+          seed: int, quiet: bool, log_format: str, log_file: Path | None, rnn: str,
+          **options: Any) -> None:
     """Train DeepAR on a train channel with SageMaker's hyperparameters."""
     from deepar_cli import hyperparameters
     from deepar_cli.reporting import Reporter
@@ -127,7 +132,7 @@ def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, 
     reporter = Reporter(log_format, log_file=log_file)
     try:
         with _progress(quiet):
-            run(train_channel, hp, model_dir, test_channel=test_channel, seed=seed,
+            run(train_channel, hp, model_dir, test_channel=test_channel, seed=seed, rnn=rnn,
                 log=reporter)
     finally:
         reporter.close()
@@ -177,7 +182,7 @@ def evaluate(model_dir: Path, test_channel: Path, output_dir: Path | None, quant
 @click.option("--output", "output_path", type=click.Path(path_type=Path, allow_dash=True),
               required=True, help="Where predictions go; - for stdout.")
 @click.option("--config", "config_json", default=None,
-              help=f"Inference configuration as JSON (default: ${'{'}DEEPAR_INFERENCE_CONFIG{'}'}).")
+              help="Inference configuration as JSON (default: $DEEPAR_INFERENCE_CONFIG).")
 @click.option("--num-samples", type=int, default=None)
 @click.option("--output-types", default=None, help='e.g. "mean,quantiles,samples".')
 @click.option("--quantiles", default=None, help='e.g. "0.1,0.5,0.9".')
@@ -225,3 +230,32 @@ def plot(model_dir: Path, test_channel: Path, series: str | None, output_dir: Pa
     if not quiet:
         for line in describe(result):
             click.echo(line)
+
+
+@main.command()
+@click.option("--model-dir", type=PathType, required=True, help="A model folder from `train`.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes; each loads the model and answers one request at a time.")
+@click.option("--timeout", type=click.IntRange(1, 3600), default=60, show_default=True,
+              help="Seconds a request may run before its worker is replaced (SageMaker: 60); "
+                   "also how long shutdown waits for requests in flight.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Every request is forecast from this seed, as `predict --seed` does.")
+@click.option("--max-payload-mb", type=click.FloatRange(0, 1024, min_open=True), default=6.0,
+              show_default=True, help="Larger request bodies get 413 (SageMaker: 6 MB).")
+@reports_errors
+def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int, seed: int,
+          max_payload_mb: float) -> None:
+    """The endpoint: SageMaker's DeepAR GET /ping and POST /invocations over HTTP.
+
+    JSON requests ({"instances": [...], "configuration": {...}}) and JSON Lines of
+    records (configuration from $DEEPAR_INFERENCE_CONFIG) are answered byte for byte as
+    `predict` answers them. Stops gracefully on SIGTERM or Ctrl-C.
+    """
+    from deepar_cli.server import serve as run
+
+    run(model_dir, host=host, port=port, workers=workers, timeout=timeout, seed=seed,
+        max_payload_mb=max_payload_mb)

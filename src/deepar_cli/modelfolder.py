@@ -93,8 +93,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def load(folder: Path) -> Model:
-    """Load a model folder, or raise ModelError naming what is missing or broken."""
+def load(folder: Path, *, accelerated: bool = True) -> Model:
+    """Load a model folder, or raise ModelError naming what is missing or broken.
+
+    `accelerated` swaps in deepar_cli.acceleration's sampling network (same parameters,
+    same forecasts, several times faster); False keeps GluonTS's as deserialized.
+    """
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder (train one with `deepar-cli train`)")
     missing = [name for name in (*FILES, "predictor") if not (folder / name).exists()]
@@ -113,4 +117,8 @@ def load(folder: Path) -> Model:
         predictor = Predictor.deserialize(folder / "predictor")
     except Exception as exc:  # GluonTS raises many kinds for a bad folder
         raise ModelError(f"{folder}: the GluonTS predictor cannot be loaded ({exc})") from None
+    if accelerated:
+        from deepar_cli.acceleration import accelerate
+
+        accelerate(predictor)
     return Model(folder, predictor, hp, features, summary)

@@ -75,13 +75,25 @@ def batches_per_epoch(lengths: Sequence[int], hp: Hyperparameters) -> int:
     return max(1, math.ceil(training_windows(lengths, hp) / hp.mini_batch_size))
 
 
+
 def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
-                    callbacks: List[Any]) -> Any:
-    """GluonTS's MXNet DeepAREstimator configured from SageMaker's hyperparameters."""
+                    callbacks: List[Any], rnn: str = "fused") -> Any:
+    """GluonTS's MXNet DeepAREstimator configured from SageMaker's hyperparameters.
+
+    `rnn="fused"` trains the same network with fused LSTM kernels, imperatively (see
+    deepar_cli.acceleration); "gluonts" is GluonTS's hybridized cell-by-cell unroll.
+    """
     from gluonts.mx import DeepAREstimator, Trainer
 
+    from deepar_cli.acceleration import fuse
+
+    class FusedDeepAREstimator(DeepAREstimator):
+        def create_training_network(self) -> Any:
+            return fuse(super().create_training_network())
+
     use_cat = features.cardinality is not None
-    return DeepAREstimator(
+    estimator_class = FusedDeepAREstimator if rnn == "fused" else DeepAREstimator
+    return estimator_class(
         freq=hp.freq,
         prediction_length=hp.prediction_length,
         context_length=hp.context_length,
@@ -102,7 +114,7 @@ def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
             epochs=hp.epochs,
             num_batches_per_epoch=num_batches,
             learning_rate=hp.learning_rate,
-            hybridize=True,
+            hybridize=rnn != "fused",
             callbacks=callbacks,
         ),
     )
@@ -156,7 +168,7 @@ class EpochLogger:
 
 
 def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
-          test_channel: Optional[Path] = None, seed: int = DEFAULT_SEED,
+          test_channel: Optional[Path] = None, seed: int = DEFAULT_SEED, rnn: str = "fused",
           log: Log = lambda event, figures: None) -> Dict[str, Any]:
     """Train on a channel, save the model folder atomically, score the test channel if any.
 
@@ -179,7 +191,7 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
         test_entries = to_entries(test_records, hp.freq, features)
     entries = to_entries(records, hp.freq, features)
     del records
-    log("hyperparameters", {**hp.as_dict(), **features.as_dict(), "seed": seed})
+    log("hyperparameters", {**hp.as_dict(), **features.as_dict(), "seed": seed, "rnn": rnn})
 
     num_batches = batches_per_epoch([e["target"].size for e in entries], hp)
     samples = num_batches * hp.mini_batch_size
@@ -189,7 +201,7 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
 
     seed_everything(seed)
     epochs = EpochLogger(log, samples, hp.early_stopping_patience)
-    estimator = build_estimator(hp, features, num_batches, [epochs.as_callback()])
+    estimator = build_estimator(hp, features, num_batches, [epochs.as_callback()], rnn)
     tic = time.perf_counter()
     predictor = estimator.train(entries, cache_data=True)
     train_seconds = time.perf_counter() - tic
@@ -203,6 +215,7 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
         "train_seconds": round(train_seconds, 3),
         "train_samples_per_second": round(trained_samples / train_seconds, 1),
         "seed": seed,
+        "rnn": rnn,
     }
     log("final", {"final_loss": epochs.best_loss, "best_epoch": epochs.best_epoch,
                   "epochs_run": len(epochs.history), "train_seconds": summary["train_seconds"],
