@@ -13,9 +13,10 @@ Two costs dominate GluonTS's MXNet DeepAR on a CPU (profiled with mx.profiler):
 
 At inference both are exact: zoneout is the identity there, and the samples equal
 GluonTS's to float rounding for the same seed. In training the fused kernel cannot zone
-out states step by step, so `dropout_rate` becomes dropout of the same rate on the input
-of each layer above the first (the usual stacked-LSTM dropout). The model folder stays a
-plain GluonTS predictor; `--rnn gluonts` trains the original way.
+out states step by step, so `dropout_rate` becomes dropout of the same rate on each
+layer's output (measured on the notebook's data over 3 seeds: median RMSE 0.308 and
+mean_wQuantileLoss 0.0334; with no dropout at all the model overfits, 0.376 on seed 0).
+The model folder stays a plain GluonTS predictor; `--rnn gluonts` trains the original way.
 """
 
 from __future__ import annotations
@@ -70,12 +71,12 @@ def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
     x = inputs.swapaxes(0, 1)  # the RNN operator wants TNC
     states: List[Any] = []
     for index, ((cell, residual, rate), flat) in enumerate(zip(layers, weights)):
-        if training and rate > 0 and index > 0:
-            x = mx.nd.Dropout(x, p=rate)
         h, c = begin_state[2 * index], begin_state[2 * index + 1]
         out, h, c = mx.nd.RNN(x, flat, h.expand_dims(axis=0), c.expand_dims(axis=0),
                               state_size=cell._hidden_size, num_layers=1, mode="lstm",
                               state_outputs=True)
+        if training and rate > 0:
+            out = mx.nd.Dropout(out, p=rate)
         x = out + x if residual else out
         states += [h[0], c[0]]
     return x.swapaxes(0, 1), states

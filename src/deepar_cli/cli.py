@@ -116,8 +116,8 @@ def _progress(quiet: bool) -> Any:
 @click.option("--log-file", type=PathType, help="Also write every log event as JSON lines.")
 @click.option("--rnn", type=click.Choice(["fused", "gluonts"]), default="fused",
               show_default=True,
-              help="LSTM kernel for training: fused (fast; dropout_rate as inter-layer "
-                   "dropout) or gluonts (GluonTS's cell-by-cell unroll with zoneout).")
+              help="LSTM kernel for training: fused (fast; dropout_rate as dropout on each "
+                   "layer's output) or gluonts (GluonTS's cell-by-cell unroll with zoneout).")
 @_hyperparameter_options
 @reports_errors
 def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, model_dir: Path,
@@ -240,8 +240,8 @@ def plot(model_dir: Path, test_channel: Path, series: str | None, output_dir: Pa
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes; each loads the model and answers one request at a time.")
 @click.option("--timeout", type=click.IntRange(1, 3600), default=60, show_default=True,
-              help="Seconds a request may run before its worker is replaced (SageMaker: 60); "
-                   "also how long shutdown waits for requests in flight.")
+              help="Seconds a request may run (SageMaker: 60); past it the client gets 504 "
+                   "and the worker is replaced.")
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every request is forecast from this seed, as `predict --seed` does.")
 @click.option("--max-payload-mb", type=click.FloatRange(0, 1024, min_open=True), default=6.0,

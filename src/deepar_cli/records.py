@@ -22,6 +22,9 @@ import pandas as pd
 from deepar_cli.atomic import atomic_file
 from deepar_cli.errors import DataError
 
+# DeepAR computes in float32: past about 1e35 its samples overflow to inf/NaN, and MXNet's
+# gamma sampler (Student-T, negative binomial) never returns on NaN. Refuse such values.
+MAX_ABS_VALUE = 1e30
 SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".parquet")
 _NUMBER_TYPES = (int, float)
 
@@ -141,6 +144,11 @@ def _numbers(values: Any, name: str, allow_missing: bool) -> np.ndarray:
     if np.isinf(array).any():
         position = int(np.flatnonzero(np.isinf(array))[0])
         raise ValueError(f'"{name}" must hold finite numbers, got infinity at position {position}')
+    too_big = np.abs(np.nan_to_num(array)) > MAX_ABS_VALUE
+    if too_big.any():
+        position = int(np.flatnonzero(too_big)[0])
+        raise ValueError(f'"{name}" value {array[position]:g} at position {position} is beyond '
+                         f"+/-{MAX_ABS_VALUE:g}, the largest magnitude DeepAR handles")
     return array
 
 

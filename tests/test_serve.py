@@ -1,0 +1,570 @@
+"""`deepar-cli serve`: the real endpoint (gunicorn, 2 workers) on a free loopback port.
+
+One tiny model (with a `cat` feature, so a wrong `cat` count can be refused) and one server
+serve the module; the shutdown tests start their own. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, Iterable, Iterator, List, Optional
+
+import pytest
+import requests
+
+from deepar_cli.cli import main
+
+PREDICTION_LENGTH = 24
+NUM_CAT = 2
+# JSON Lines requests take their configuration from the environment, as in SageMaker.
+LINES_CONFIG = {"num_samples": 30, "output_types": ["mean", "quantiles", "samples"],
+                "quantiles": ["0.1", "0.5", "0.9"]}
+JSON_TYPE = "application/json"
+LINES_TYPE = "application/jsonlines"
+START_TIMEOUT_S = 60
+HTTP_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def session() -> requests.Session:
+    client = requests.Session()
+    client.trust_env = False  # loopback only: never through a proxy from the environment
+    return client
+
+
+def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deepar_cli", *args], capture_output=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A model trained in a second on 6 sine series with one `cat` (2 groups)."""
+    from deepar_cli.records import write_records
+    from deepar_cli.synthetic import SyntheticSpec, generate
+
+    folder = tmp_path_factory.mktemp("serve")
+    train, test = generate(SyntheticSpec(num_series=6, length=120,
+                                         prediction_length=PREDICTION_LENGTH,
+                                         num_categories=NUM_CAT))
+    write_records(folder / "train.json", train)
+    done = cli("train", "--train", str(folder / "train.json"), "--time_freq", "H",
+               "--context_length", "48", "--prediction_length", str(PREDICTION_LENGTH),
+               "--epochs", "2", "--mini_batch_size", "8", "--num_cells", "10",
+               "--num_layers", "1", "--model-dir", str(folder / "model"), "--quiet")
+    assert done.returncode == 0, done.stderr.decode()
+    instances = [{"start": r.start, "target": r.target.tolist(), "cat": list(r.cat)}
+                 for r in train[:5]]
+    return SimpleNamespace(dir=folder / "model", folder=folder, instances=instances)
+
+
+class Server:
+    """`python -m deepar_cli serve` in its own process; output goes to a log file."""
+
+    def __init__(self, model_dir: Path, log: Path, workers: int = 2,
+                 env: Optional[Dict[str, str]] = None, new_session: bool = False,
+                 options: Iterable[str] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.http = session()
+        with open(log, "wb") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "deepar_cli", "serve", "--model-dir", str(model_dir),
+                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+                 "--seed", "42", *options],
+                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                start_new_session=new_session)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.text()}")
+            try:
+                if self.http.get(self.url + "/ping", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"no /ping within {START_TIMEOUT_S} s:\n{self.text()}")
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def post(self, body: Any, content_type: str = JSON_TYPE, **kwargs: Any
+             ) -> requests.Response:
+        data = json.dumps(body) if isinstance(body, (dict, list)) else body
+        headers = {"Content-Type": content_type, **kwargs.pop("headers", {})}
+        return self.http.post(self.url + "/invocations", data=data, headers=headers,
+                              timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.http.close()
+
+
+@pytest.fixture(scope="module")
+def server(model: SimpleNamespace) -> Iterator[Server]:
+    endpoint = Server(model.dir, model.folder / "serve.log",
+                      env={"DEEPAR_INFERENCE_CONFIG": json.dumps(LINES_CONFIG)})
+    try:
+        endpoint.wait_ready()
+        yield endpoint
+    finally:
+        endpoint.stop()
+    log = endpoint.text()
+    # Bad requests are the client's problem: no server error and no traceback, ever.
+    assert "Traceback" not in log and "unexpected error" not in log, log
+    assert "WORKER TIMEOUT" not in log, log
+
+
+def request(model: SimpleNamespace, **configuration: Any) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"instances": model.instances}
+    if configuration:
+        body["configuration"] = configuration
+    return body
+
+
+def jsonlines(records: List[Dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def parse_lines(text: bytes) -> List[Dict[str, Any]]:
+    assert text.endswith(b"\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# --- answers --------------------------------------------------------------------------
+
+
+def test_ping(server: Server) -> None:
+    answer = server.http.get(server.url + "/ping", timeout=HTTP_TIMEOUT_S)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+    assert server.http.head(server.url + "/ping", timeout=HTTP_TIMEOUT_S).status_code == 200
+
+
+def test_execution_parameters(server: Server) -> None:
+    answer = server.http.get(server.url + "/execution-parameters", timeout=HTTP_TIMEOUT_S)
+    assert answer.status_code == 200
+    assert answer.json() == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD",
+                             "MaxPayloadInMB": 6}
+
+
+OUTPUT_TYPE_SETS = [["mean"], ["quantiles"], ["samples"], ["mean", "quantiles"],
+                    ["mean", "samples"], ["quantiles", "samples"],
+                    ["samples", "quantiles", "mean"]]
+
+
+@pytest.mark.parametrize("output_types", OUTPUT_TYPE_SETS, ids="+".join)
+def test_output_types(server: Server, model: SimpleNamespace, output_types: List[str]) -> None:
+    answer = server.post(request(model, num_samples=20, output_types=output_types,
+                                 quantiles=["0.1", "0.5", "0.9"]))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == JSON_TYPE
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == len(model.instances)
+    for prediction in predictions:
+        assert list(prediction) == output_types
+        if "mean" in prediction:
+            assert len(prediction["mean"]) == PREDICTION_LENGTH
+        if "quantiles" in prediction:
+            assert list(prediction["quantiles"]) == ["0.1", "0.5", "0.9"]
+            low, mid, high = prediction["quantiles"].values()
+            assert all(len(q) == PREDICTION_LENGTH for q in (low, mid, high))
+            assert all(a <= b <= c for a, b, c in zip(low, mid, high))
+        if "samples" in prediction:
+            assert len(prediction["samples"]) == 20
+            assert all(len(path) == PREDICTION_LENGTH for path in prediction["samples"])
+
+
+def test_default_configuration(server: Server, model: SimpleNamespace) -> None:
+    """No `configuration`: SageMaker's defaults, mean and the nine deciles."""
+    answer = server.post(request(model))
+    assert answer.status_code == 200, answer.text
+    for prediction in answer.json()["predictions"]:
+        assert list(prediction) == ["mean", "quantiles"]
+        assert list(prediction["quantiles"]) == [f"0.{i}" for i in range(1, 10)]
+
+
+def test_json_lines(server: Server, model: SimpleNamespace) -> None:
+    """JSON Lines in, JSON Lines out (configuration from DEEPAR_INFERENCE_CONFIG); the
+    same forecasts as the equivalent JSON request, in either format."""
+    lines = server.post(jsonlines(model.instances), LINES_TYPE)
+    assert lines.status_code == 200, lines.text
+    assert lines.headers["Content-Type"] == LINES_TYPE
+    predictions = parse_lines(lines.content)
+    assert len(predictions) == len(model.instances)
+    assert all(list(p) == LINES_CONFIG["output_types"] for p in predictions)
+    assert all(len(p["samples"]) == LINES_CONFIG["num_samples"] for p in predictions)
+
+    as_json = server.post(jsonlines(model.instances), LINES_TYPE,
+                          headers={"Accept": JSON_TYPE})
+    direct = server.post(request(model, **LINES_CONFIG))
+    assert as_json.headers["Content-Type"] == JSON_TYPE
+    assert as_json.content == direct.content
+    converted = server.post(request(model, **LINES_CONFIG), headers={"Accept": LINES_TYPE})
+    assert converted.headers["Content-Type"] == LINES_TYPE
+    assert converted.content == lines.content
+
+
+@pytest.mark.parametrize("accept, expected", [
+    ("*/*", JSON_TYPE), ("application/*", JSON_TYPE), ("application/json", JSON_TYPE),
+    ("application/jsonlines", LINES_TYPE), ("application/x-jsonlines", LINES_TYPE),
+    ("text/csv, application/jsonlines;q=0.5", LINES_TYPE),
+    ("application/json;q=0.2, application/jsonlines;q=0.9", LINES_TYPE),
+])
+def test_accept(server: Server, model: SimpleNamespace, accept: str, expected: str) -> None:
+    answer = server.post(request(model, num_samples=5, output_types=["mean"]),
+                         headers={"Accept": accept})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == expected
+    predictions = (answer.json()["predictions"] if expected == JSON_TYPE
+                   else parse_lines(answer.content))
+    assert len(predictions) == len(model.instances)
+
+
+def test_same_bytes_as_predict(server: Server, model: SimpleNamespace, tmp_path: Path) -> None:
+    """`predict` and `serve` answer through one path: same request and seed, same bytes."""
+    body = json.dumps(request(model, num_samples=50, output_types=["mean", "quantiles",
+                                                                   "samples"]))
+    (tmp_path / "request.json").write_text(body)
+    (tmp_path / "records.jsonl").write_bytes(jsonlines(model.instances))
+    env = {**os.environ, "DEEPAR_INFERENCE_CONFIG": json.dumps(LINES_CONFIG)}
+    runs = [subprocess.Popen([sys.executable, "-m", "deepar_cli", "predict", "--model-dir",
+                              str(model.dir), "--input", str(tmp_path / name), "--output",
+                              str(tmp_path / f"{name}.out"), "--seed", "42"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for name in ("request.json", "records.jsonl")]
+    # Meanwhile, the endpoint (after other requests, so a worker's history must not matter).
+    answer = server.post(body)
+    lines = server.post(jsonlines(model.instances), LINES_TYPE)
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err.decode()
+    assert answer.status_code == lines.status_code == 200
+    assert answer.content == (tmp_path / "request.json.out").read_bytes()
+    assert lines.content == (tmp_path / "records.jsonl.out").read_bytes()
+
+
+def test_concurrent_clients(server: Server, model: SimpleNamespace) -> None:
+    """8 clients x 3 requests over 2 workers: every answer is the sequential one."""
+    bodies = [json.dumps(request(model, num_samples=n, output_types=["mean", "quantiles"]))
+              for n in (10, 20, 40)]
+    expected = [server.post(body).content for body in bodies]
+    assert len(set(expected)) == 3
+
+    def client(index: int) -> List[bytes]:
+        http = session()
+        try:
+            answers = []
+            for body in bodies[index % 3:] + bodies[:index % 3]:
+                answer = http.post(server.url + "/invocations", data=body,
+                                   headers={"Content-Type": JSON_TYPE}, timeout=HTTP_TIMEOUT_S)
+                assert answer.status_code == 200, answer.text
+                answers.append(answer.content)
+            return answers[3 - index % 3:] + answers[:3 - index % 3]
+        finally:
+            http.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(client, range(8), timeout=120))
+    assert all(result == expected for result in results)
+
+
+def test_master_never_loads_mxnet(server: Server) -> None:
+    """MXNet is not fork-safe once used: only the forked workers may map it."""
+    maps = Path(f"/proc/{server.proc.pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs Linux /proc")
+    assert "libmxnet" not in maps.read_text()
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+    workers = children.read_text().split() if children.exists() else []
+    assert len(workers) == 2
+    assert all("libmxnet" in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
+
+
+# --- refusals -------------------------------------------------------------------------
+
+RECORD = {"start": "2016-01-01 00:00:00", "target": [1.0, 2.0, 3.0], "cat": [0]}
+
+
+def bad(body: Any = None, *, config: Any = None, content_type: str = JSON_TYPE) -> Any:
+    if body is None:
+        body = {"instances": [RECORD]}
+        if config is not None:
+            body["configuration"] = config
+    return body, content_type
+
+
+BAD_REQUESTS = {
+    "empty body": (bad(b""), 400, "the request body is empty"),
+    "not an object": (bad([RECORD]), 400, "the request must be a JSON object, got "
+                                          '[{"start": "2016-01-01 00:00:00", "ta...'),
+    "no instances": (bad({"configuration": {}}), 400, 'the request has no "instances" field'),
+    "empty instances": (bad({"instances": []}), 400,
+                        '"instances" must be a non-empty list of records, got []'),
+    "non-numeric target": (bad({"instances": [{**RECORD, "target": [1, "x"]}]}), 400,
+                           'instances[0]: "target" must be a list of numbers, got "x" at '
+                           "position 1"),
+    "no start": (bad({"instances": [RECORD, {"target": [1]}]}), 400,
+                 'instances[1]: "start" is missing'),
+    "wrong cat count": (bad({"instances": [{**RECORD, "cat": [0, 1]}]}), 400,
+                        'instances[0]: "cat" has 2 values, the model expects 1'),
+    "no cat": (bad({"instances": [{"start": "2016-01-01", "target": [1]}]}), 400,
+               'instances[0]: "cat" is missing; the model was trained with 1 categorical '
+               "feature(s)"),
+    "unseen cat": (bad({"instances": [{**RECORD, "cat": [7]}]}), 400,
+                   'instances[0]: "cat" value 7 at position 0 was never seen in training '
+                   "(categories 0..1)"),
+    "overflowing target": (bad({"instances": [{**RECORD, "target": [1, 1e300]}]}), 400,
+                           'instances[0]: "target" value 1e+300 at position 1 is beyond '
+                           "+/-1e+30, the largest magnitude DeepAR handles"),
+    "unknown output type": (bad(config={"output_types": ["mean", "median"]}), 400,
+                            'unknown output type "median" in "output_types"; valid: "mean", '
+                            '"quantiles", "samples"'),
+    "quantile above 1": (bad(config={"quantiles": ["0.5", "1.5"]}), 400,
+                         'quantile "1.5" in "quantiles" is not a number in (0, 1)'),
+    "quantile 0": (bad(config={"quantiles": ["0"]}), 400,
+                   'quantile "0" in "quantiles" is not a number in (0, 1)'),
+    "quantile not a number": (bad(config={"quantiles": ["p50"]}), 400,
+                              'quantile "p50" in "quantiles" is not a number in (0, 1)'),
+    "num_samples 0": (bad(config={"num_samples": 0}), 400,
+                      '"num_samples" must be an integer in [1, 10000], got 0'),
+    "num_samples negative": (bad(config={"num_samples": -5}), 400,
+                             '"num_samples" must be an integer in [1, 10000], got -5'),
+    "num_samples huge": (bad(config={"num_samples": 10_000_000}), 400,
+                         '"num_samples" must be an integer in [1, 10000], got 10000000'),
+    "unknown configuration field": (bad(config={"samples": 5}), 400,
+                                    '"configuration" has an unknown field "samples"; valid: '
+                                    "num_samples, output_types, quantiles"),
+    "json lines record": (bad(jsonlines([RECORD, {**RECORD, "target": []}]),
+                              content_type=LINES_TYPE), 400,
+                          'line:2: "target" must not be empty'),
+    "json lines cat": (bad(jsonlines([RECORD, RECORD, {**RECORD, "cat": []}]),
+                           content_type=LINES_TYPE), 400,
+                       'line:3: "cat" has 0 values, the model expects 1'),
+    "wrong content type": (bad(b"1,2,3", content_type="text/csv"), 415,
+                           "unsupported Content-Type 'text/csv'; send application/json (an "
+                           "endpoint request) or application/jsonlines (one record a line)"),
+    "form content type": (bad(b"a=1", content_type="application/x-www-form-urlencoded"), 415,
+                          "unsupported Content-Type 'application/x-www-form-urlencoded'; send "
+                          "application/json (an endpoint request) or application/jsonlines "
+                          "(one record a line)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request(server: Server, case: str) -> None:
+    (body, content_type), status, message = BAD_REQUESTS[case]
+    answer = server.post(body, content_type)
+    assert (answer.status_code, answer.json()) == (status, {"error": message})
+    assert answer.headers["Content-Type"] == JSON_TYPE
+
+
+@pytest.mark.parametrize("content_type, body, prefix", [
+    (JSON_TYPE, b'{"instances": [', "request body is not valid JSON ("),
+    (JSON_TYPE, b"nope", "request body is not valid JSON ("),
+    (LINES_TYPE, b'{"start": "2016-01-01", "target": [1]}\n{oops}\n', "line:2 is not valid "
+                                                                       "JSON ("),
+])
+def test_not_json(server: Server, body: bytes, content_type: str, prefix: str) -> None:
+    """The parser's own words follow the prefix (they depend on orjson's version)."""
+    answer = server.post(body, content_type)
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith(prefix)
+    assert "Traceback" not in answer.text
+
+
+def test_not_acceptable(server: Server, model: SimpleNamespace) -> None:
+    answer = server.post(request(model), headers={"Accept": "text/csv"})
+    assert (answer.status_code, answer.json()) == (406, {
+        "error": "cannot answer in 'text/csv'; the endpoint answers application/json or "
+                 "application/jsonlines"})
+
+
+def big_body() -> bytes:
+    record = json.dumps({**RECORD, "target": list(range(100))}).encode()
+    count = 6 * 1024 * 1024 // len(record) + 10
+    return b'{"instances": [' + b", ".join([record] * count) + b"]}"
+
+
+TOO_LARGE = ("the request body is larger than the endpoint's limit of 6 MB; send fewer "
+             "instances per request")
+
+
+def test_body_over_limit(server: Server) -> None:
+    body = big_body()
+    assert len(body) > 6 * 1024 * 1024
+    answer = server.post(body)
+    assert (answer.status_code, answer.json()) == (413, {"error": TOO_LARGE})
+
+
+def test_chunked_body_over_limit(server: Server) -> None:
+    """No Content-Length up front (chunked upload): refused once past the limit."""
+    body = big_body()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1 << 20):
+            yield body[start:start + (1 << 20)]
+
+    answer = server.post(chunks())
+    assert (answer.status_code, answer.json()) == (413, {"error": TOO_LARGE})
+
+
+def test_unknown_path_and_wrong_method(server: Server) -> None:
+    http, url = server.http, server.url
+    answer = http.get(url + "/predict", timeout=HTTP_TIMEOUT_S)
+    assert (answer.status_code, answer.json()) == (404, {
+        "error": "no such path '/predict'; the endpoint serves GET /ping and POST /invocations"})
+    answer = http.get(url + "/invocations", timeout=HTTP_TIMEOUT_S)
+    assert (answer.status_code, answer.json()) == (405, {
+        "error": "GET is not allowed on /invocations; use POST"})
+    assert answer.headers["Allow"] == "POST"
+    answer = http.post(url + "/ping", data=b"{}", timeout=HTTP_TIMEOUT_S)
+    assert (answer.status_code, answer.json()) == (405, {
+        "error": "POST is not allowed on /ping; use GET or HEAD"})
+    assert answer.headers["Allow"] == "GET, HEAD"
+
+
+def test_still_serving_after_refusals(server: Server, model: SimpleNamespace) -> None:
+    for _ in range(3):  # more requests than workers: every worker is still up
+        assert server.http.get(server.url + "/ping", timeout=HTTP_TIMEOUT_S).status_code == 200
+        assert server.post(request(model, num_samples=5)).status_code == 200
+
+
+def test_unexpected_error_is_a_json_500(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug (here: a broken model object) is logged with its traceback and answered 500
+    with a JSON body that holds none."""
+    from deepar_cli.server import Endpoint, Settings
+
+    app = Endpoint(model=object(), settings=Settings(model_dir=Path("unused")))
+    body = json.dumps({"instances": [RECORD]}).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/invocations",
+               "CONTENT_TYPE": JSON_TYPE, "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    seen: Dict[str, Any] = {}
+
+    def start_response(status: str, headers: List[Any]) -> None:
+        seen.update(status=status, headers=dict(headers))
+
+    with caplog.at_level("ERROR", logger="gunicorn.error"):
+        answer = b"".join(app(environ, start_response))
+    assert seen["status"] == "500 Internal Server Error"
+    assert seen["headers"]["Content-Type"] == JSON_TYPE
+    assert json.loads(answer) == {
+        "error": "internal server error (the server log has the details)"}
+    assert "Traceback" in caplog.text and "AttributeError" in caplog.text
+
+
+# --- start and stop -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the master", "Ctrl-C to the process group"])
+def test_shutdown_finishes_request_in_flight(model: SimpleNamespace, how: str) -> None:
+    endpoint = Server(model.dir, model.folder / f"stop-{how.split()[0]}.log", new_session=True)
+    try:
+        endpoint.wait_ready()
+        slow = request(model, num_samples=2500, output_types=["mean"])
+        result: Dict[str, Any] = {}
+
+        def call() -> None:
+            started = time.monotonic()
+            result["answer"] = endpoint.post(slow)
+            result["seconds"] = time.monotonic() - started
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        time.sleep(0.7)  # the request (about 2 s) is in a worker's hands by now
+        if how.startswith("SIGTERM"):
+            endpoint.proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(endpoint.proc.pid, signal.SIGINT)
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert endpoint.proc.wait(timeout=15) == 0, endpoint.text()
+        answer = result["answer"]
+        assert result["seconds"] > 0.7, "the request did not overlap the shutdown"
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == len(model.instances)
+        with pytest.raises(requests.ConnectionError):
+            endpoint.http.get(endpoint.url + "/ping", timeout=2)
+    finally:
+        endpoint.stop()
+
+
+def test_request_over_timeout(model: SimpleNamespace) -> None:
+    """--timeout 1: a request that runs longer is aborted with a JSON 504 and its worker
+    replaced; the endpoint goes on serving. Loading the model (about 2 s here) does not
+    count against the timeout."""
+    endpoint = Server(model.dir, model.folder / "timeout.log", options=["--timeout", "1"])
+    try:
+        endpoint.wait_ready()
+        started = time.monotonic()
+        answer = endpoint.post(request(model, num_samples=10_000, output_types=["mean"]))
+        assert time.monotonic() - started < 8
+        assert (answer.status_code, answer.json()) == (504, {
+            "error": "the request took longer than the server's timeout of 1 s; send fewer "
+                     "instances or samples per request"})
+        for _ in range(3):
+            assert endpoint.post(request(model, num_samples=5)).status_code == 200
+        assert "504 POST /invocations" in endpoint.text()
+    finally:
+        endpoint.stop()
+    assert endpoint.proc.returncode == 0
+
+
+@pytest.mark.parametrize("setup, args, env, code, message", [
+    (None, ["--model-dir", "{tmp}/nowhere"], {}, 66,
+     "Error: {tmp}/nowhere: no such model folder (train one with `deepar-cli train`)"),
+    ("empty", ["--model-dir", "{tmp}"], {}, 66,
+     "Error: {tmp}: not a deepar-cli model folder (hyperparameters.json is missing)"),
+    ("model", ["--model-dir", "{model}"], {"DEEPAR_INFERENCE_CONFIG": "{num_samples: 3}"}, 65,
+     "Error: DEEPAR_INFERENCE_CONFIG is not valid JSON (Expecting property name enclosed in "
+     "double quotes)"),
+    ("model", ["--model-dir", "{model}"],
+     {"DEEPAR_INFERENCE_CONFIG": '{"num_samples": 0}'}, 65,
+     'Error: "num_samples" must be an integer in [1, 10000], got 0'),
+    ("busy", ["--model-dir", "{model}", "--port", "{port}"], {}, 64,
+     "Error: cannot listen on 127.0.0.1:{port} (Address already in use)"),
+])
+def test_refuses_to_start(model: SimpleNamespace, tmp_path: Path, monkeypatch: Any,
+                          setup: Optional[str], args: List[str], env: Dict[str, str],
+                          code: int, message: str) -> None:
+    """Problems found before any worker is forked: one line, the error's exit code."""
+    from click.testing import CliRunner
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        names = {"tmp": str(tmp_path), "model": str(model.dir),
+                 "port": str(busy.getsockname()[1])}
+        monkeypatch.delenv("DEEPAR_INFERENCE_CONFIG", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        result = CliRunner().invoke(main, ["serve", *(a.format(**names) for a in args)])
+        assert (result.exit_code, result.output.strip()) == (code, message.format(**names))
