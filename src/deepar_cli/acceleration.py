@@ -49,6 +49,12 @@ def _layers(stack: HybridSequentialRNNCell) -> Optional[List[tuple[LSTMCell, boo
     return layers
 
 
+def _packed_weights(layers: List[tuple[LSTMCell, bool, float]]) -> List[Any]:
+    """Each cell's weights and biases as the flat vector the RNN operator takes."""
+    return [mx.nd.concat(*(cell.params.get(n).data().reshape(-1) for n in _WEIGHTS), dim=0)
+            for cell, _, _ in layers]
+
+
 def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
                  begin_state: Any = None, layout: str = "NTC", merge_outputs: Any = None,
                  valid_length: Any = None) -> tuple[Any, List[Any]]:
@@ -59,8 +65,7 @@ def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
                 or not isinstance(inputs, mx.nd.NDArray) or begin_state is None)
     if not fallback:
         try:
-            weights = [mx.nd.concat(*(cell.params.get(n).data().reshape(-1) for n in _WEIGHTS),
-                                    dim=0) for cell, _, _ in layers]
+            weights = getattr(stack, "_frozen_weights", None) or _packed_weights(layers)
         except DeferredInitializationError:  # the first batch fixes the input width
             fallback = True
     if fallback:
@@ -82,9 +87,17 @@ def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
     return x.swapaxes(0, 1), states
 
 
-def fuse(network: Any) -> Any:
-    """Make a DeepAR network's LSTM stack unroll with fused kernels (run it imperatively)."""
-    network.rnn.unroll = types.MethodType(fused_unroll, network.rnn)
+def fuse(network: Any, *, frozen: bool = False) -> Any:
+    """Make a DeepAR network's LSTM stack unroll with fused kernels (run it imperatively).
+
+    `frozen`: the weights will not change (inference), so they are packed once.
+    """
+    stack = network.rnn
+    stack.unroll = types.MethodType(fused_unroll, stack)
+    if frozen:
+        layers = _layers(stack)
+        if layers is not None:
+            stack._frozen_weights = _packed_weights(layers)
     return network
 
 
@@ -165,5 +178,5 @@ def accelerate(predictor: Any) -> Any:
     fast = FastSamplingNetwork(**net.__init_args__)
     fast.initialize()
     copy_parameters(net, fast)
-    predictor.prediction_net = fuse(fast)
+    predictor.prediction_net = fuse(fast, frozen=True)
     return predictor
