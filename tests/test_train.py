@@ -247,7 +247,8 @@ def test_model_folder_files_exist_and_parse(trained):
     assert saved["history"][0]["best"] is True
     assert saved["best_epoch"] in (1, 2)
     assert saved["final_loss"] == min(row["loss"] for row in saved["history"])
-    assert saved["batches_per_epoch"] == 3  # 8 series x ceil((48-12)/12) = 24 windows / 8
+    # 8 series x ceil((48-12)/12) = 24 windows, read 7 times to make 20+ batches of 8
+    assert saved["batches_per_epoch"] == 21
     assert saved["seed"] == 7
     assert saved["data"]["train"]["num_series"] == 8
     assert saved["data"]["train"]["num_observations"] == 8 * 48
@@ -294,8 +295,8 @@ def test_train_events_in_order(trained):
                               "epoch", "final", "test_metrics"]
     assert [f["channel"] for f in events.of("dataset")] == ["train", "test"]
     (plan,) = events.of("plan")
-    assert plan == {"batches_per_epoch": 3, "mini_batch_size": 8, "training_windows": 24,
-                    "epochs": 2}
+    assert plan == {"batches_per_epoch": 21, "mini_batch_size": 8, "training_windows": 24,
+                    "passes": 7, "epochs": 2}
     (final,) = events.of("final")
     assert final["final_loss"] == summary["final_loss"]
     assert final["best_epoch"] == summary["best_epoch"]
@@ -329,24 +330,28 @@ def test_retraining_replaces_the_model_folder(tiny_data, tiny_hp, tmp_path, seed
 # --------------------------------------------------------------------------- epochs
 
 
-def test_batches_per_epoch_for_the_notebook():
+def test_an_epoch_of_the_notebook_is_one_pass():
     hp = load(NOTEBOOK_HYPERPARAMETERS, {})
     assert training.training_windows([352] * 200, hp) == 1200  # 6 windows a series
-    assert training.batches_per_epoch([352] * 200, hp) == 38
+    assert training.epoch_plan([352] * 200, hp) == {
+        "training_windows": 1200, "passes": 1, "batches_per_epoch": 38}
 
 
-def test_batches_per_epoch_for_one_long_series():
-    hp = load(NOTEBOOK_HYPERPARAMETERS, {})
-    assert training.training_windows([4000], hp) == 82
-    assert training.batches_per_epoch([4000], hp) == 3
-    assert training.batches_per_epoch([4000], hp) > 1
+def test_an_epoch_of_one_long_series_reads_it_several_times():
+    # a meter read every 30 minutes for three months, SageMaker's default batch of 128
+    hp = resolve({"time_freq": "30min", "context_length": 96, "prediction_length": 48,
+                  "epochs": 20})
+    assert training.training_windows([4000], hp) == 82  # fewer than one mini-batch
+    assert training.epoch_plan([4000], hp) == {
+        "training_windows": 82, "passes": 32, "batches_per_epoch": 21}
 
 
-def test_batches_per_epoch_is_at_least_one():
+def test_short_series_still_give_a_window():
     hp = resolve({"time_freq": "H", "context_length": 72, "prediction_length": 48,
-                  "epochs": 1})
-    assert training.training_windows([10, 20], hp) == 2  # short series still give a window
-    assert training.batches_per_epoch([10, 20], hp) == 1
+                  "epochs": 1, "mini_batch_size": 1})
+    assert training.training_windows([10, 20], hp) == 2
+    assert training.epoch_plan([10, 20], hp) == {
+        "training_windows": 2, "passes": 10, "batches_per_epoch": 20}
 
 
 def test_epoch_logger_tracks_the_best_epoch():
@@ -475,7 +480,8 @@ def test_cli_train_text_log(runner, tiny_data, tmp_path, tiny_hp):
     ]
     assert lines[3].startswith("[train channel] min/mean/max target: ")
     assert "[test channel] number of observations: 480" in lines
-    assert ("an epoch is 3 batches of 8 (about one pass over 24 training windows); 2 epochs"
+    assert ("an epoch is 21 batches of 8 (small data set: 7 passes over 24 training windows); "
+            "2 epochs"
             in lines)
     epochs = [line for line in lines if line.startswith("#epoch ")]
     assert len(epochs) == 2
@@ -502,7 +508,7 @@ def test_cli_train_json_log(runner, tiny_data, tmp_path, tiny_hp):
     assert [o["event"] for o in objects] == ["dataset", "dataset", "hyperparameters", "plan",
                                              "epoch", "final", "test_metrics"]
     assert objects[0]["channel"] == "train" and objects[0]["num_series"] == 8
-    assert objects[3]["batches_per_epoch"] == 3
+    assert objects[3]["batches_per_epoch"] == 21
     assert objects[4]["epoch"] == 1 and objects[4]["best"] is True
     assert objects[-1]["RMSE"] > 0
     # the log file holds the same events, one JSON object a line

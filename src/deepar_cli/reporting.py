@@ -31,9 +31,12 @@ def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
     if event == "hyperparameters":
         return "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in figures.items())
     if event == "plan":
+        passes = figures["passes"]
+        reading = ("about one pass over" if passes == 1 else
+                   f"small data set: {passes} passes over")
         return (f"an epoch is {figures['batches_per_epoch']} batches of "
-                f"{figures['mini_batch_size']} (about one pass over "
-                f"{figures['training_windows']} training windows); {figures['epochs']} epochs")
+                f"{figures['mini_batch_size']} ({reading} {figures['training_windows']} "
+                f"training windows); {figures['epochs']} epochs")
     if event == "epoch":
         best = ", best epoch loss so far" if figures["best"] else ""
         return (f"#epoch {figures['epoch']}: loss={figures['loss']:.6g} "

@@ -70,9 +70,20 @@ def training_windows(lengths: Sequence[int], hp: Hyperparameters) -> int:
                for length in lengths)
 
 
-def batches_per_epoch(lengths: Sequence[int], hp: Hyperparameters) -> int:
-    """SageMaker's epoch: about one pass over the training windows."""
-    return max(1, math.ceil(training_windows(lengths, hp) / hp.mini_batch_size))
+# Like SageMaker ("Small number of time series. Doing 2 passes over dataset ... per
+# epoch"), a small data set is read several times per epoch: one long series holds a pass
+# of fewer windows than one mini-batch, and one batch an epoch leaves the model untrained.
+MIN_BATCHES_PER_EPOCH = 20
+
+
+def epoch_plan(lengths: Sequence[int], hp: Hyperparameters) -> Dict[str, int]:
+    """SageMaker's epoch: one pass over the training windows, or as many passes as make
+    MIN_BATCHES_PER_EPOCH batches when one pass is smaller than that."""
+    windows = training_windows(lengths, hp)
+    wanted = MIN_BATCHES_PER_EPOCH * hp.mini_batch_size
+    passes = 1 if windows >= wanted else math.ceil(wanted / windows)
+    return {"training_windows": windows, "passes": passes,
+            "batches_per_epoch": math.ceil(passes * windows / hp.mini_batch_size)}
 
 
 
@@ -193,11 +204,10 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
     del records
     log("hyperparameters", {**hp.as_dict(), **features.as_dict(), "seed": seed, "rnn": rnn})
 
-    num_batches = batches_per_epoch([e["target"].size for e in entries], hp)
+    plan = epoch_plan([e["target"].size for e in entries], hp)
+    num_batches = plan["batches_per_epoch"]
     samples = num_batches * hp.mini_batch_size
-    log("plan", {"batches_per_epoch": num_batches, "mini_batch_size": hp.mini_batch_size,
-                 "training_windows": training_windows([e["target"].size for e in entries], hp),
-                 "epochs": hp.epochs})
+    log("plan", {**plan, "mini_batch_size": hp.mini_batch_size, "epochs": hp.epochs})
 
     seed_everything(seed)
     epochs = EpochLogger(log, samples, hp.early_stopping_patience)
