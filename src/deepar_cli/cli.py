@@ -140,6 +140,11 @@ def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, 
         click.echo(f"model saved to {model_dir}")
 
 
+def _comma_list(text: str | None) -> list[str] | None:
+    """ "mean, quantiles" -> ["mean", "quantiles"]; None stays None."""
+    return [part.strip() for part in text.split(",")] if text else None
+
+
 def _load_model(model_dir: Path) -> Any:
     from deepar_cli import modelfolder
 
@@ -197,8 +202,8 @@ def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: s
     count = run_batch_transform(
         _load_model(model_dir), input_path, output_path, config_json=config_json,
         overrides={"num_samples": num_samples,
-                   "output_types": output_types.split(",") if output_types else None,
-                   "quantiles": quantiles.split(",") if quantiles else None},
+                   "output_types": _comma_list(output_types),
+                   "quantiles": _comma_list(quantiles)},
         seed=seed)
     if str(output_path) != "-":
         click.echo(f"wrote {count} predictions to {output_path}")

@@ -178,7 +178,10 @@ def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, 
         if not line.strip():
             continue
         where = f"{source}:{number}"
-        obj = parse_json(line, where)
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"{where}: not valid JSON ({exc})") from None
         pending.append(_instance(model, obj, where, extra))
         if len(pending) == chunk:
             yield from _lines(model, pending, config)
@@ -201,15 +204,20 @@ def looks_like_request(first_line: bytes) -> bool:
 
 
 def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: InferenceConfig,
-                 *, seed: int, name: str = "input") -> int:
+                 *, seed: int, name: str = "input", options_given: bool = False) -> int:
     """Answer a whole endpoint request or JSON Lines of records from `source`; return how
-    many predictions were written to `sink`."""
+    many predictions were written to `sink`. A request carries its own "configuration",
+    so configuration options (`options_given`) are refused for one."""
     first = source.readline()
     while first and not first.strip():
         first = source.readline()
     if not first:
         raise RequestError(f"{name}: the input is empty")
     if looks_like_request(first):
+        if options_given:
+            raise RequestError(f'{name} is an endpoint request, which carries its own '
+                               '"configuration"; --config, --num-samples, --output-types and '
+                               "--quantiles apply to JSON Lines input")
         body = first + source.read()
         response = answer_request(model, body, seed=seed)
         sink.write(response)  # byte for byte what the endpoint answers
@@ -254,6 +262,7 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
     from deepar_cli.atomic import atomic_file
 
     config = resolve_config(config_json, overrides)
+    given = config_json is not None or any(v is not None for v in overrides.values())
     name = str(input_path)
     try:
         source = sys.stdin.buffer if name == "-" else open(input_path, "rb")
@@ -261,6 +270,8 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
         raise DataError(f"{name}: cannot be read ({exc.strerror})") from None
     with source:
         if str(output_path) == "-":
-            return predict_file(model, source, sys.stdout.buffer, config, seed=seed, name=name)
+            return predict_file(model, source, sys.stdout.buffer, config, seed=seed, name=name,
+                                options_given=given)
         with atomic_file(Path(output_path)) as tmp, open(tmp, "wb") as sink:
-            return predict_file(model, source, sink, config, seed=seed, name=name)
+            return predict_file(model, source, sink, config, seed=seed, name=name,
+                                options_given=given)
