@@ -29,6 +29,7 @@ from deepar_cli.modelfolder import Model
 
 QUANTILES = (0.1, 0.5, 0.9)
 DEFAULT_SERIES = 5  # without --series: the first five, as the notebook plots
+MAX_SERIES = 1000  # one PNG each: more is a typo, not a plot
 GRID_LIMIT = 24  # panels in forecasts.png; more would make an unreadable poster
 GRID_FILE = "forecasts.png"
 JSON_FILE = "plot.json"
@@ -50,7 +51,7 @@ def parse_series(spec: str) -> List[int]:
     text = str(spec).strip()
     if not text:
         raise UsageError('--series is empty; give indices like "0-4", "0,3,7" or "5"')
-    indices: List[int] = []
+    indices: Dict[int, None] = {}  # ordered, no repeats
     for part in text.split(","):
         match = _PART.match(part.strip())
         if not match:
@@ -62,10 +63,11 @@ def parse_series(spec: str) -> List[int]:
         high = int(match.group(2)) if match.group(2) is not None else low
         if high < low:
             raise UsageError(f'--series "{spec}": the range {low}-{high} runs backwards')
-        for index in range(low, high + 1):
-            if index not in indices:
-                indices.append(index)
-    return indices
+        if high - low + 1 + len(indices) > MAX_SERIES:
+            raise UsageError(f'--series "{spec}" names more than {MAX_SERIES} series; '
+                             "plot fewer at a time")
+        indices.update(dict.fromkeys(range(low, high + 1)))
+    return list(indices)
 
 
 @dataclass
@@ -179,7 +181,7 @@ def forecast_series(model: Model, test_channel: Path, series: Union[str, Sequenc
         None if series is None else list(series))
     if wanted is not None and not wanted:
         raise UsageError("--series names no series")
-    num_samples = num_samples or hp.num_eval_samples
+    num_samples = hp.num_eval_samples if num_samples is None else num_samples
     if num_samples < 1:
         raise UsageError(f"--num-samples must be at least 1, got {num_samples}")
     tests, _ = _select(test_channel, wanted, "test")
@@ -338,7 +340,7 @@ def plot(model: Union[Model, Path], test_channel: Path, output_dir: Path, *,
         model = modelfolder.load(Path(model))
     items = forecast_series(model, test_channel, series, train_channel=train_channel,
                             seed=seed, num_samples=num_samples)
-    num_samples = num_samples or model.hp.num_eval_samples
+    num_samples = model.hp.num_eval_samples if num_samples is None else num_samples
     files = []
     for item in items:
         path = output_dir / f"series-{item.index}.png"
@@ -367,7 +369,7 @@ def plot(model: Union[Model, Path], test_channel: Path, output_dir: Path, *,
 def describe(result: PlotResult) -> Iterable[str]:
     """The lines the CLI prints: one per file written."""
     for item, path in zip(result.series, result.series_files):
-        yield f"wrote {path} ({title(item)})"
+        yield f"wrote {path} (series {item.index}, start {item.start})"
     note = ("" if len(result.grid_series) == len(result.series)
             else f", the first {len(result.grid_series)} of {len(result.series)}")
     yield f"wrote {result.grid_file} ({len(result.grid_series)} series{note})"
