@@ -3,7 +3,9 @@
     python benchmarks/bench.py [--rounds 3] [--scales 10,100] [--output FILE]
 
 Each round trains and scores both on generate's default data with the notebook's
-hyperparameters (seed = round number) and prints medians and deepar-cli / peer ratios.
+hyperparameters (seed = round number) and prints medians and deepar-cli / peer ratios;
+`--before` adds deepar-cli without deepar_cli.acceleration (GluonTS's own LSTM, zoneout
+and sampling decoder), the before column.
 Then `predict` is timed on 1x and each scale's series count (built with
 `generate --num-series`), with its peak memory, to show how cost grows.
 """
@@ -56,6 +58,8 @@ def main() -> None:
     parser.add_argument("--scales", default="10,100",
                         help="Series-count multiples to time predict on ('' to skip).")
     parser.add_argument("--peer", type=Path, default=PEER)
+    parser.add_argument("--before", action="store_true",
+                        help="Also run deepar-cli without its acceleration (the before column).")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/bench.json")
     args = parser.parse_args()
 
@@ -63,13 +67,15 @@ def main() -> None:
     data = work / "x1"
     generate(data, 200)
     train, test = str(data / "train.json"), str(data / "test.json")
-    rounds = {"deepar-cli": [], "peer": []}
+    rounds = {"deepar-cli": [], "peer": [], **({"before": []} if args.before else {})}
+    ours = [sys.executable, str(REPO / "benchmarks/run_deepar_cli.py"), "--train", train,
+            "--test", test, "--hyperparameters", str(HYPERPARAMETERS)]
     for seed in range(args.rounds):
         rounds["peer"].append(run_json([sys.executable, str(args.peer), "--train", train,
                                         "--test", test, "--seed", str(seed)]))
-        rounds["deepar-cli"].append(run_json(
-            [sys.executable, str(REPO / "benchmarks/run_deepar_cli.py"), "--train", train,
-             "--test", test, "--hyperparameters", str(HYPERPARAMETERS), "--seed", str(seed)]))
+        rounds["deepar-cli"].append(run_json([*ours, "--seed", str(seed)]))
+        if args.before:
+            rounds["before"].append(run_json([*ours, "--seed", str(seed), "--plain"]))
         print(f"round {seed + 1}/{args.rounds}: " + json.dumps(
             {name: {k: round(r[-1][k], 4) for k in KEYS} for name, r in rounds.items()}),
             flush=True)
@@ -96,9 +102,12 @@ def main() -> None:
               flush=True)
 
     print(f"\nmedians of {args.rounds} rounds (notebook data and hyperparameters)")
-    print(f"{'figure':<28}{'deepar-cli':>12}{'peer':>12}{'ratio':>8}")
+    before = "before" in medians
+    print(f"{'figure':<28}" + (f"{'before':>12}" if before else "")
+          + f"{'deepar-cli':>12}{'peer':>12}{'ratio':>8}")
     for k in KEYS:
-        print(f"{k:<28}{medians['deepar-cli'][k]:>12.4g}{medians['peer'][k]:>12.4g}"
+        print(f"{k:<28}" + (f"{medians['before'][k]:>12.4g}" if before else "")
+              + f"{medians['deepar-cli'][k]:>12.4g}{medians['peer'][k]:>12.4g}"
               f"{ratios[k]:>8.2f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"rounds": rounds, "medians": medians, "ratios": ratios,

@@ -22,14 +22,17 @@ def main() -> None:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--hyperparameters", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plain", action="store_true",
+                        help="Without deepar_cli.acceleration: GluonTS's own LSTM and decoder.")
     args = parser.parse_args()
 
     hp = hyperparameters.load(args.hyperparameters, {})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         tic = time.perf_counter()
-        summary = train(args.train, hp, model_dir, test_channel=args.test, seed=args.seed)
-        model = modelfolder.load(model_dir)
+        summary = train(args.train, hp, model_dir, test_channel=args.test, seed=args.seed,
+                        rnn="gluonts" if args.plain else "fused")
+        model = modelfolder.load(model_dir, accelerated=not args.plain)
         records = list(read_channel(args.test))
         for record in records:  # forecast the held-out last prediction_length points
             record.target = record.target[: -hp.prediction_length]
@@ -38,7 +41,7 @@ def main() -> None:
         forecast(model, records, InferenceConfig(num_samples=100))
         predict_s = time.perf_counter() - tic
     print(json.dumps({
-        "backend": "deepar-cli",
+        "backend": "deepar-cli (plain)" if args.plain else "deepar-cli",
         "train_seconds": summary["train_seconds"],
         "train_samples_per_second": summary["train_samples_per_second"],
         "epochs_run": len(summary["history"]),
