@@ -389,7 +389,7 @@ def test_bad_request(server: Server, case: str) -> None:
 @pytest.mark.parametrize("content_type, body, prefix", [
     (JSON_TYPE, b'{"instances": [', "request body is not valid JSON ("),
     (JSON_TYPE, b"nope", "request body is not valid JSON ("),
-    (LINES_TYPE, b'{"start": "2016-01-01", "target": [1]}\n{oops}\n', "line:2 is not valid "
+    (LINES_TYPE, b'{"start": "2016-01-01", "target": [1]}\n{oops}\n', "line:2: not valid "
                                                                        "JSON ("),
 ])
 def test_not_json(server: Server, body: bytes, content_type: str, prefix: str) -> None:
