@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import pytest
 
-from deepar_cli import evaluation, modelfolder, training
+from deepar_cli import evaluation, modelfolder, training, windows
 from deepar_cli.cli import main
 from deepar_cli.dataset import to_entries
 from deepar_cli.errors import DataError, HyperparameterError
@@ -247,8 +247,8 @@ def test_model_folder_files_exist_and_parse(trained):
     assert saved["history"][0]["best"] is True
     assert saved["best_epoch"] in (1, 2)
     assert saved["final_loss"] == min(row["loss"] for row in saved["history"])
-    # 8 series x ceil((48-12)/12) = 24 windows, read 7 times to make 20+ batches of 8
-    assert saved["batches_per_epoch"] == 21
+    # 8 series x (48-12+1)/12 = 24.7 windows, read 7 times to make 20+ batches of 8
+    assert saved["batches_per_epoch"] == 22
     assert saved["seed"] == 7
     assert saved["data"]["train"]["num_series"] == 8
     assert saved["data"]["train"]["num_observations"] == 8 * 48
@@ -295,7 +295,7 @@ def test_train_events_in_order(trained):
                               "epoch", "final", "test_metrics"]
     assert [f["channel"] for f in events.of("dataset")] == ["train", "test"]
     (plan,) = events.of("plan")
-    assert plan == {"batches_per_epoch": 21, "mini_batch_size": 8, "training_windows": 24,
+    assert plan == {"batches_per_epoch": 22, "mini_batch_size": 8, "training_windows": 25,
                     "passes": 7, "epochs": 2}
     (final,) = events.of("final")
     assert final["final_loss"] == summary["final_loss"]
@@ -332,26 +332,51 @@ def test_retraining_replaces_the_model_folder(tiny_data, tiny_hp, tmp_path, seed
 
 def test_an_epoch_of_the_notebook_is_one_pass():
     hp = load(NOTEBOOK_HYPERPARAMETERS, {})
-    assert training.training_windows([352] * 200, hp) == 1200  # 6 windows a series
-    assert training.epoch_plan([352] * 200, hp) == {
-        "training_windows": 1200, "passes": 1, "batches_per_epoch": 38}
+    assert windows.training_windows([352] * 200, hp) == 1271  # (352-48+1)/48 a series
+    assert windows.epoch_plan([352] * 200, hp) == {
+        "training_windows": 1271, "passes": 1, "batches_per_epoch": 40}
 
 
 def test_an_epoch_of_one_long_series_reads_it_several_times():
     # a meter read every 30 minutes for three months, SageMaker's default batch of 128
     hp = resolve({"time_freq": "30min", "context_length": 96, "prediction_length": 48,
                   "epochs": 20})
-    assert training.training_windows([4000], hp) == 82  # fewer than one mini-batch
-    assert training.epoch_plan([4000], hp) == {
-        "training_windows": 82, "passes": 32, "batches_per_epoch": 21}
+    assert windows.training_windows([4000], hp) == 83  # fewer than one mini-batch
+    assert windows.epoch_plan([4000], hp) == {
+        "training_windows": 83, "passes": 31, "batches_per_epoch": 21}
 
 
-def test_short_series_still_give_a_window():
+def test_short_series_give_one_window_and_shorter_ones_none():
     hp = resolve({"time_freq": "H", "context_length": 72, "prediction_length": 48,
                   "epochs": 1, "mini_batch_size": 1})
-    assert training.training_windows([10, 20], hp) == 2
-    assert training.epoch_plan([10, 20], hp) == {
+    assert windows.training_windows([10, 48, 60], hp) == 2  # 10 < 48 points: no window
+    assert windows.epoch_plan([48, 60], hp) == {
         "training_windows": 2, "passes": 10, "batches_per_epoch": 20}
+
+
+def test_a_pass_reads_a_series_in_prediction_length_strides():
+    hp = resolve({"time_freq": "H", "context_length": 72, "prediction_length": 48,
+                  "epochs": 1})
+    sampler = windows.pass_sampler(hp)
+    np.random.seed(0)
+    counts = []
+    for _ in range(200):
+        points = sampler(np.zeros(352))
+        assert points.min() >= 0 and points.max() <= 352 - 48
+        assert set(np.diff(points)) <= {48}
+        counts.append(points.size)
+    assert set(counts) == {6, 7}
+    assert np.mean(counts) == pytest.approx((352 - 48 + 1) / 48, abs=0.2)
+    assert sampler(np.zeros(47)).size == 0
+
+
+def test_training_refuses_series_all_shorter_than_the_horizon(jsonl, tmp_path, tiny_hp):
+    channel = jsonl([{"start": "2016-01-01", "target": [1.0] * 5}] * 3)
+    with pytest.raises(DataError) as info:
+        training.train(channel, resolve(tiny_hp), tmp_path / "model")
+    assert str(info.value) == (f"{channel}: every series is shorter than prediction_length "
+                               "(12); there is nothing to learn a forecast from")
+    assert not (tmp_path / "model").exists()
 
 
 def test_epoch_logger_tracks_the_best_epoch():
@@ -480,7 +505,7 @@ def test_cli_train_text_log(runner, tiny_data, tmp_path, tiny_hp):
     ]
     assert lines[3].startswith("[train channel] min/mean/max target: ")
     assert "[test channel] number of observations: 480" in lines
-    assert ("an epoch is 21 batches of 8 (small data set: 7 passes over 24 training windows); "
+    assert ("an epoch is 22 batches of 8 (small data set: 7 passes over 25 training windows); "
             "2 epochs"
             in lines)
     epochs = [line for line in lines if line.startswith("#epoch ")]
@@ -508,7 +533,7 @@ def test_cli_train_json_log(runner, tiny_data, tmp_path, tiny_hp):
     assert [o["event"] for o in objects] == ["dataset", "dataset", "hyperparameters", "plan",
                                              "epoch", "final", "test_metrics"]
     assert objects[0]["channel"] == "train" and objects[0]["num_series"] == 8
-    assert objects[3]["batches_per_epoch"] == 21
+    assert objects[3]["batches_per_epoch"] == 22
     assert objects[4]["epoch"] == 1 and objects[4]["best"] is True
     assert objects[-1]["RMSE"] > 0
     # the log file holds the same events, one JSON object a line

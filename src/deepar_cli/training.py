@@ -7,7 +7,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from deepar_cli.dataset import (
 )
 from deepar_cli.errors import DataError
 from deepar_cli.hyperparameters import Hyperparameters
+from deepar_cli.windows import MAX_SHUFFLE_BUFFER, epoch_plan, pass_sampler
 
 # An event callback: ("dataset" | "hyperparameters" | "plan" | "epoch" | "final" |
 # "test_metrics", figures). The CLI turns events into log lines or JSON.
@@ -61,32 +62,6 @@ def distribution_output(likelihood: str) -> Any:
     }[likelihood]()
 
 
-def training_windows(lengths: Sequence[int], hp: Hyperparameters) -> int:
-    """How many windows one pass over the data is: each series read in consecutive
-    `prediction_length` strides after its first `context_length` points, so every
-    observation is a forecast target once. Many short series and one long series both
-    get a pass over what they hold, not one window per series."""
-    return sum(max(1, math.ceil((length - hp.context_length) / hp.prediction_length))
-               for length in lengths)
-
-
-# Like SageMaker ("Small number of time series. Doing 2 passes over dataset ... per
-# epoch"), a small data set is read several times per epoch: one long series holds a pass
-# of fewer windows than one mini-batch, and one batch an epoch leaves the model untrained.
-MIN_BATCHES_PER_EPOCH = 20
-
-
-def epoch_plan(lengths: Sequence[int], hp: Hyperparameters) -> Dict[str, int]:
-    """SageMaker's epoch: one pass over the training windows, or as many passes as make
-    MIN_BATCHES_PER_EPOCH batches when one pass is smaller than that."""
-    windows = training_windows(lengths, hp)
-    wanted = MIN_BATCHES_PER_EPOCH * hp.mini_batch_size
-    passes = 1 if windows >= wanted else math.ceil(wanted / windows)
-    return {"training_windows": windows, "passes": passes,
-            "batches_per_epoch": math.ceil(passes * windows / hp.mini_batch_size)}
-
-
-
 def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
                     callbacks: List[Any], rnn: str = "fused") -> Any:
     """GluonTS's MXNet DeepAREstimator configured from SageMaker's hyperparameters.
@@ -116,6 +91,7 @@ def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
         embedding_dimension=[hp.embedding_dimension] * len(features.cardinality)
         if use_cat else None,
         use_feat_dynamic_real=features.num_dynamic_feat > 0,
+        train_sampler=pass_sampler(hp),
         distr_output=distribution_output(hp.likelihood),
         # The beta likelihood lives on (0, 1): mean scaling would push targets out of it.
         scaling=hp.likelihood != "beta",
@@ -204,7 +180,11 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
     del records
     log("hyperparameters", {**hp.as_dict(), **features.as_dict(), "seed": seed, "rnn": rnn})
 
-    plan = epoch_plan([e["target"].size for e in entries], hp)
+    lengths = [e["target"].size for e in entries]
+    if max(lengths) < hp.prediction_length:
+        raise DataError(f"{train_channel}: every series is shorter than prediction_length "
+                        f"({hp.prediction_length}); there is nothing to learn a forecast from")
+    plan = epoch_plan(lengths, hp)
     num_batches = plan["batches_per_epoch"]
     samples = num_batches * hp.mini_batch_size
     log("plan", {**plan, "mini_batch_size": hp.mini_batch_size, "epochs": hp.epochs})
@@ -213,7 +193,8 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
     epochs = EpochLogger(log, samples, hp.early_stopping_patience)
     estimator = build_estimator(hp, features, num_batches, [epochs.as_callback()], rnn)
     tic = time.perf_counter()
-    predictor = estimator.train(entries, cache_data=True)
+    predictor = estimator.train(entries, cache_data=True, shuffle_buffer_length=min(
+        plan["training_windows"] * plan["passes"], MAX_SHUFFLE_BUFFER))
     train_seconds = time.perf_counter() - tic
     trained_samples = len(epochs.history) * samples
     summary: Dict[str, Any] = {
