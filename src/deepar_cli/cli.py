@@ -7,6 +7,7 @@ and only here.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,8 +95,6 @@ def _hyperparameter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _progress(quiet: bool) -> Any:
     """GluonTS draws its per-epoch progress bars unless quiet or stderr is not a terminal."""
-    import sys
-
     from gluonts.env import env
 
     return env._let(use_tqdm=not quiet and sys.stderr.isatty())
@@ -192,10 +191,11 @@ def evaluate(model_dir: Path, test_channel: Path, output_dir: Path | None, quant
 @click.option("--output-types", default=None, help='e.g. "mean,quantiles,samples".')
 @click.option("--quantiles", default=None, help='e.g. "0.1,0.5,0.9".')
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
 def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: str | None,
             num_samples: int | None, output_types: str | None, quantiles: str | None,
-            seed: int) -> None:
+            seed: int, quiet: bool) -> None:
     """Batch transform: SageMaker DeepAR records in, prediction objects out."""
     from deepar_cli.inference import run_batch_transform
 
@@ -204,7 +204,7 @@ def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: s
         overrides={"num_samples": num_samples,
                    "output_types": _comma_list(output_types),
                    "quantiles": _comma_list(quantiles)},
-        seed=seed)
+        seed=seed, progress=not quiet and sys.stderr.isatty())
     if str(output_path) != "-":
         click.echo(f"wrote {count} predictions to {output_path}")
 

@@ -204,7 +204,8 @@ def looks_like_request(first_line: bytes) -> bool:
 
 
 def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: InferenceConfig,
-                 *, seed: int, name: str = "input", options_given: bool = False) -> int:
+                 *, seed: int, name: str = "input", options_given: bool = False,
+                 progress: bool = False) -> int:
     """Answer a whole endpoint request or JSON Lines of records from `source`; return how
     many predictions were written to `sink`. A request carries its own "configuration",
     so configuration options (`options_given`) are refused for one."""
@@ -222,15 +223,18 @@ def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: Infer
         response = answer_request(model, body, seed=seed)
         sink.write(response)  # byte for byte what the endpoint answers
         return len(orjson.loads(response)["predictions"])
-    count = 0
+    from tqdm import tqdm
 
     def lines() -> Iterator[bytes]:
         yield first
         yield from source
 
-    for out in answer_lines(model, lines(), config, seed=seed, source=name):
-        sink.write(out)
-        count += 1
+    count = 0
+    with tqdm(desc="forecasting", unit=" series", disable=not progress) as bar:
+        for out in answer_lines(model, lines(), config, seed=seed, source=name):
+            sink.write(out)
+            count += 1
+            bar.update()
     return count
 
 
@@ -253,9 +257,9 @@ def resolve_config(config_json: Optional[str], overrides: Mapping[str, Any],
 
 def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
                         output_path: "os.PathLike[str] | str", *, config_json: Optional[str],
-                        overrides: Mapping[str, Any], seed: int) -> int:
+                        overrides: Mapping[str, Any], seed: int, progress: bool = False) -> int:
     """`deepar-cli predict`: stream input to output ("-" is stdin/stdout); the output file
-    appears only once complete."""
+    appears only once complete. `progress` draws a bar on stderr for JSON Lines input."""
     import sys
     from pathlib import Path
 
@@ -271,7 +275,7 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
     with source:
         if str(output_path) == "-":
             return predict_file(model, source, sys.stdout.buffer, config, seed=seed, name=name,
-                                options_given=given)
+                                options_given=given, progress=progress)
         with atomic_file(Path(output_path)) as tmp, open(tmp, "wb") as sink:
             return predict_file(model, source, sink, config, seed=seed, name=name,
-                                options_given=given)
+                                options_given=given, progress=progress)
