@@ -324,7 +324,7 @@ def bad(body: Any = None, *, config: Any = None, content_type: str = JSON_TYPE) 
 BAD_REQUESTS = {
     "empty body": (bad(b""), 400, "the request body is empty"),
     "not an object": (bad([RECORD]), 400, "the request must be a JSON object, got "
-                                          '[{"start": "2016-01-01 00:00:00", "ta...'),
+                                          '[{"start":"2016-01-01 00:00:00","targ...'),
     "no instances": (bad({"configuration": {}}), 400, 'the request has no "instances" field'),
     "empty instances": (bad({"instances": []}), 400,
                         '"instances" must be a non-empty list of records, got []'),

@@ -18,7 +18,7 @@ import orjson
 from deepar_cli.dataset import to_entry
 from deepar_cli.errors import DataError, RequestError
 from deepar_cli.modelfolder import Model
-from deepar_cli.records import Record, parse_record
+from deepar_cli.records import Record, parse_record, show_value as _show
 
 OUTPUT_TYPES = ("mean", "quantiles", "samples")
 MAX_NUM_SAMPLES = 10_000
@@ -76,11 +76,6 @@ class InferenceConfig:
             keys.append(key)
             levels.append(level)
         return cls(num_samples, tuple(dict.fromkeys(output_types)), tuple(keys), tuple(levels))
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def instance_records(model: Model, objects: Iterable[Any], what: str = "instances"

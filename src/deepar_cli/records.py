@@ -105,7 +105,8 @@ def _raw_objects(path: Path) -> Iterator[tuple[int, Any]]:
         raise DataError(f"{path}: cannot be read ({exc})") from None
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as JSON (or repr), cut to 40 characters, for error messages."""
     text = orjson.dumps(value).decode() if _jsonable(value) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -121,7 +122,7 @@ def _jsonable(value: Any) -> bool:
 def _numbers(values: Any, name: str, allow_missing: bool) -> np.ndarray:
     """Parse a JSON list of numbers (with null/"NaN" as missing when allowed)."""
     if not isinstance(values, list):
-        raise ValueError(f'"{name}" must be a list of numbers, got {_show(values)}')
+        raise ValueError(f'"{name}" must be a list of numbers, got {show_value(values)}')
     kinds = set(map(type, values))
     if not kinds <= {int, float}:  # the slow path, only for lists with something odd in them
         for position, value in enumerate(values):
@@ -131,7 +132,7 @@ def _numbers(values: Any, name: str, allow_missing: bool) -> np.ndarray:
                 continue
             what = "numbers" if allow_missing else "numbers (no missing values)"
             raise ValueError(
-                f'"{name}" must be a list of {what}, got {_show(value)} at position {position}'
+                f'"{name}" must be a list of {what}, got {show_value(value)} at position {position}'
             )
         values = [math.nan if v is None or v == "NaN" else v for v in values]
     array = np.asarray(values, dtype=np.float64)
@@ -159,7 +160,7 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
     training, `prediction_length` for inference.
     """
     if not isinstance(obj, dict):
-        raise ValueError(f"a record must be a JSON object, got {_show(obj)}")
+        raise ValueError(f"a record must be a JSON object, got {show_value(obj)}")
     if "start" not in obj:
         raise ValueError('"start" is missing')
     start = obj["start"]
@@ -171,7 +172,7 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
             raise ValueError
     except (ValueError, TypeError):
         raise ValueError(
-            f'"start" must be a timestamp like "2016-01-01 00:00:00", got {_show(start)}'
+            f'"start" must be a timestamp like "2016-01-01 00:00:00", got {show_value(start)}'
         ) from None
     if "target" not in obj:
         raise ValueError('"target" is missing')
@@ -184,11 +185,12 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
         if isinstance(cat, int) and not isinstance(cat, bool):
             cat = [cat]
         if not isinstance(cat, list):
-            raise ValueError(f'"cat" must be a list of non-negative integers, got {_show(cat)}')
+            raise ValueError(
+                f'"cat" must be a list of non-negative integers, got {show_value(cat)}')
         for position, value in enumerate(cat):
             if type(value) is not int or value < 0:
                 raise ValueError(
-                    f'"cat" must be a list of non-negative integers, got {_show(value)} '
+                    f'"cat" must be a list of non-negative integers, got {show_value(value)} '
                     f"at position {position}"
                 )
 
@@ -196,7 +198,8 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
     if feat is not None:
         if not isinstance(feat, list) or not feat:
             raise ValueError(
-                f'"dynamic_feat" must be a non-empty list of lists of numbers, got {_show(feat)}'
+                '"dynamic_feat" must be a non-empty list of lists of numbers, got '
+                f"{show_value(feat)}"
             )
         rows = []
         expected = target.size + extra_feat_length
@@ -328,15 +331,26 @@ class DatasetStats:
 
     def lines(self) -> List[str]:
         """Human-readable summary lines, in SageMaker's words."""
-        return [
-            f"number of time series: {self.num_series}",
-            f"number of observations: {self.num_observations}",
-            f"mean target length: {self.mean_length:g}",
-            f"min/mean/max target: {self.min_target:.6g}/{self.mean_target:.6g}/"
-            f"{self.max_target:.6g}",
-            f"contains missing values: {'yes' if self.num_missing else 'no'}"
-            + (f" ({self.num_missing})" if self.num_missing else ""),
-        ]
+        return summary_lines(self.as_dict())
+
+
+def summary_lines(figures: Dict[str, Any]) -> List[str]:
+    """SageMaker's dataset summary lines from DatasetStats.as_dict() figures."""
+
+    def number(name: str) -> str:
+        value = figures[name]
+        return "nan" if value is None else f"{value:.6g}"
+
+    missing = figures["num_missing"]
+    return [
+        f"number of time series: {figures['num_series']}",
+        f"number of observations: {figures['num_observations']}",
+        f"mean target length: {figures['mean_target_length']:g}",
+        f"min/mean/max target: {number('min_target')}/{number('mean_target')}/"
+        f"{number('max_target')}",
+        f"contains missing values: {'yes' if missing else 'no'}"
+        + (f" ({missing})" if missing else ""),
+    ]
 
 
 def channel_stats(channel: Path) -> DatasetStats:

@@ -8,26 +8,14 @@ from pathlib import Path
 from typing import IO, Any, Dict, Optional
 
 from deepar_cli.errors import UsageError
-from deepar_cli.records import DatasetStats
-
-
-def _stats_lines(figures: Dict[str, Any]) -> list[str]:
-    stats = DatasetStats(
-        num_series=figures["num_series"], num_observations=figures["num_observations"],
-        num_missing=figures["num_missing"],
-        min_target=figures["min_target"] if figures["min_target"] is not None else float("nan"),
-        max_target=figures["max_target"] if figures["max_target"] is not None else float("nan"),
-    )
-    mean = figures["mean_target"]
-    stats.target_sum = (mean or 0.0) * (stats.num_observations - stats.num_missing)
-    return stats.lines()
+from deepar_cli.records import summary_lines
 
 
 def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
     """One event as the text SageMaker's DeepAR log would show, or None to stay silent."""
     if event == "dataset":
         head = f"[{figures['channel']} channel]"
-        return "\n".join(f"{head} {line}" for line in _stats_lines(figures))
+        return "\n".join(f"{head} {line}" for line in summary_lines(figures))
     if event == "hyperparameters":
         return "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in figures.items())
     if event == "plan":
