@@ -115,6 +115,15 @@ def to_entry(record: Record, freq: str, features: Features, where: str = "") -> 
     return entry
 
 
+def require_held_out(records: Iterable[Record], prediction_length: int, why: str = "") -> None:
+    """Every test series must be longer than `prediction_length`: its last points are the
+    truth a forecast is scored against. `why` ends the message."""
+    for record in records:
+        if record.target.size <= prediction_length:
+            raise DataError(f"{record.source}: a test series must be longer than "
+                            f"prediction_length ({prediction_length}){why}")
+
+
 def read_with_stats(channel: Path) -> Tuple[List[Record], DatasetStats]:
     """Read and summarize a channel, keeping the records."""
     stats = DatasetStats()

@@ -166,14 +166,11 @@ def evaluate_channel(model: Model, channel: Any, output_dir: Any, *, seed: int,
                      num_samples: Optional[int] = None, windows: int = 1) -> Backtest:
     """`deepar-cli evaluate`: backtest a test channel, write metrics.json and per_series.csv."""
     from deepar_cli.atomic import atomic_file
-    from deepar_cli.dataset import read_with_stats, to_entries
+    from deepar_cli.dataset import read_with_stats, require_held_out, to_entries
     from deepar_cli.modelfolder import write_json
 
     records, _ = read_with_stats(channel)
-    short = [r.source for r in records if r.target.size <= model.hp.prediction_length]
-    if short:
-        raise DataError(f"{short[0]}: a test series must be longer than prediction_length "
-                        f"({model.hp.prediction_length})")
+    require_held_out(records, model.hp.prediction_length)
     entries = to_entries(records, model.hp.freq, model.features)
     result = backtest(model, entries, seed=seed, quantiles=quantiles, num_samples=num_samples,
                       windows=windows)

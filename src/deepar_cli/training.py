@@ -17,6 +17,7 @@ from deepar_cli.dataset import (
     Features,
     check_likelihood_domain,
     read_with_stats,
+    require_held_out,
     resolve_features,
     to_entries,
 )
@@ -171,10 +172,7 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
     if test_channel is not None:
         test_records, test_stats = read_with_stats(test_channel)
         log("dataset", {"channel": "test", **test_stats.as_dict()})
-        short = [r.source for r in test_records if r.target.size <= hp.prediction_length]
-        if short:
-            raise DataError(f'{short[0]}: a test series must be longer than prediction_length '
-                            f"({hp.prediction_length}) to hold out its last points")
+        require_held_out(test_records, hp.prediction_length, " to hold out its last points")
         test_entries = to_entries(test_records, hp.freq, features)
     entries = to_entries(records, hp.freq, features)
     del records
