@@ -1,7 +1,6 @@
-"""SageMaker DeepAR records and channels: read with validation, stream, summarize, write.
+"""One SageMaker DeepAR record: the `Record` type and parsing with validation.
 
-A channel is a file or a folder of `.json`, `.jsonl`, `.json.gz` or `.parquet` files
-holding one record per line (or row):
+A record is one JSON object (or Parquet row):
 
     {"start": "2016-01-01 00:00:00", "target": [4.06, null, "NaN"], "cat": [0],
      "dynamic_feat": [[...]]}
@@ -9,23 +8,17 @@ holding one record per line (or row):
 
 from __future__ import annotations
 
-import gzip
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from deepar_cli.atomic import atomic_file
-from deepar_cli.errors import DataError
-
 # DeepAR computes in float32: past about 1e35 its samples overflow to inf/NaN, and MXNet's
 # gamma sampler (Student-T, negative binomial) never returns on NaN. Refuse such values.
 MAX_ABS_VALUE = 1e30
-SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".parquet")
 _NUMBER_TYPES = (int, float)
 
 
@@ -51,58 +44,6 @@ class Record:
 
 def _json_numbers(values: np.ndarray) -> List[Any]:
     return ["NaN" if math.isnan(v) else v for v in values.tolist()]
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def channel_files(channel: Path) -> List[Path]:
-    """The data files of a channel: the file itself, or a folder's data files sorted by name,
-    skipping hidden names and `_SUCCESS` markers as SageMaker does."""
-    if not channel.exists():
-        raise DataError(f"{channel}: no such file or folder")
-    if channel.is_file():
-        return [channel]
-    files = sorted(
-        p
-        for p in channel.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(channel).parts)
-        and p.name != "_SUCCESS"
-        and p.name.endswith(SUFFIXES)
-    )
-    if not files:
-        raise DataError(f"{channel}: the channel holds no {'/'.join(SUFFIXES)} files")
-    return files
-
-
-def _raw_objects(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed object) for each non-blank line or Parquet row."""
-    if path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
-        row = 0
-        for batch in table.iter_batches(batch_size=512):
-            for obj in batch.to_pylist():
-                row += 1
-                yield row, {k: v for k, v in obj.items() if v is not None}
-        return
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from None
 
 
 def show_value(value: Any) -> str:
@@ -220,182 +161,3 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
             rows.append(values)
         feat = np.stack(rows)
     return Record(start=start, target=target, cat=cat, dynamic_feat=feat)
-
-
-def _consistency(record: Record, first: Record, where: str) -> None:
-    """Every record of a channel has the same `cat` count and `dynamic_feat` count."""
-    for name, mine, theirs in (
-        ("cat", record.cat, first.cat),
-        ("dynamic_feat", record.dynamic_feat, first.dynamic_feat),
-    ):
-        mine_n = None if mine is None else len(mine)
-        theirs_n = None if theirs is None else len(theirs)
-        if mine_n != theirs_n:
-            have = "no" if mine_n is None else str(mine_n)
-            want = "none" if theirs_n is None else str(theirs_n)
-            raise DataError(
-                f'{where}: "{name}" has {have} values here but {want} in the first record '
-                f"({first.source}); every record must have the same count"
-            )
-
-
-def read_channel(channel: Path, *, extra_feat_length: int = 0) -> Iterator[Record]:
-    """Stream the validated records of a channel, one at a time.
-
-    Raises DataError ("file:line: message") on the first bad record, and when the channel
-    holds no record at all.
-    """
-    first: Optional[Record] = None
-    for path in channel_files(channel):
-        for number, obj in _raw_objects(path):
-            where = f"{path}:{number}"
-            try:
-                record = parse_record(obj, extra_feat_length=extra_feat_length)
-            except ValueError as exc:
-                raise DataError(f"{where}: {exc}") from None
-            record.source = where
-            if first is None:
-                first = record
-            else:
-                _consistency(record, first, where)
-            yield record
-    if first is None:
-        raise DataError(f"{channel}: the channel is empty (no records)")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class DatasetStats:
-    """SageMaker's dataset summary, accumulated one record at a time."""
-
-    num_series: int = 0
-    num_observations: int = 0
-    num_missing: int = 0
-    min_target: float = math.inf
-    max_target: float = -math.inf
-    target_sum: float = 0.0
-    num_cat: Optional[int] = None
-    num_dynamic_feat: Optional[int] = None
-    cat_max: List[int] = field(default_factory=list)
-    min_length: int = 0
-    max_length: int = 0
-
-    def add(self, record: Record) -> None:
-        target = record.target
-        present = target[~np.isnan(target)]
-        self.num_series += 1
-        self.num_observations += target.size
-        self.num_missing += target.size - present.size
-        self.min_length = target.size if self.num_series == 1 else min(self.min_length, target.size)
-        self.max_length = max(self.max_length, target.size)
-        if present.size:
-            self.min_target = min(self.min_target, float(present.min()))
-            self.max_target = max(self.max_target, float(present.max()))
-            self.target_sum += float(present.sum())
-        if record.cat is not None:
-            self.num_cat = len(record.cat)
-            if not self.cat_max:
-                self.cat_max = list(record.cat)
-            else:
-                self.cat_max = [max(a, b) for a, b in zip(self.cat_max, record.cat)]
-        if record.dynamic_feat is not None:
-            self.num_dynamic_feat = len(record.dynamic_feat)
-
-    @property
-    def mean_length(self) -> float:
-        return self.num_observations / self.num_series if self.num_series else 0.0
-
-    @property
-    def mean_target(self) -> float:
-        present = self.num_observations - self.num_missing
-        return self.target_sum / present if present else math.nan
-
-    def as_dict(self) -> Dict[str, Any]:
-        """The figures SageMaker prints, as a JSON-friendly dict."""
-        return {
-            "num_series": self.num_series,
-            "num_observations": self.num_observations,
-            "mean_target_length": round(self.mean_length, 3),
-            "min_target_length": self.min_length,
-            "max_target_length": self.max_length,
-            "min_target": self.min_target if self.num_observations > self.num_missing else None,
-            "mean_target": None if math.isnan(self.mean_target) else self.mean_target,
-            "max_target": self.max_target if self.num_observations > self.num_missing else None,
-            "missing_values": self.num_missing > 0,
-            "num_missing": self.num_missing,
-            "num_cat": self.num_cat,
-            "num_dynamic_feat": self.num_dynamic_feat,
-        }
-
-    def lines(self) -> List[str]:
-        """Human-readable summary lines, in SageMaker's words."""
-        return summary_lines(self.as_dict())
-
-
-def summary_lines(figures: Dict[str, Any]) -> List[str]:
-    """SageMaker's dataset summary lines from DatasetStats.as_dict() figures."""
-
-    def number(name: str) -> str:
-        value = figures[name]
-        return "nan" if value is None else f"{value:.6g}"
-
-    missing = figures["num_missing"]
-    return [
-        f"number of time series: {figures['num_series']}",
-        f"number of observations: {figures['num_observations']}",
-        f"mean target length: {figures['mean_target_length']:g}",
-        f"min/mean/max target: {number('min_target')}/{number('mean_target')}/"
-        f"{number('max_target')}",
-        f"contains missing values: {'yes' if missing else 'no'}"
-        + (f" ({missing})" if missing else ""),
-    ]
-
-
-def channel_stats(channel: Path) -> DatasetStats:
-    """Validate a whole channel and summarize it without holding it in memory."""
-    stats = DatasetStats()
-    for record in read_channel(channel):
-        stats.add(record)
-    return stats
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def output_suffix(fmt: str) -> str:
-    """The file ending for an output format name (json, jsonl, json.gz, parquet)."""
-    suffix = "." + fmt.lstrip(".")
-    if suffix not in SUFFIXES:
-        raise DataError(f'unknown format "{fmt}"; valid: json, jsonl, json.gz, parquet')
-    return suffix
-
-
-def write_records(path: Path, records: Iterable[Record]) -> int:
-    """Write records atomically in the format the file name asks for; return the count."""
-    count = 0
-    with atomic_file(path) as tmp:
-        if path.name.endswith(".parquet"):
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            rows = [_parquet_row(r) for r in records]
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
-            count = len(rows)
-        else:
-            opener = gzip.open if path.name.endswith(".gz") else open
-            with opener(tmp, "wb") as handle:
-                for record in records:
-                    handle.write(orjson.dumps(record.to_json()) + b"\n")
-                    count += 1
-    return count
-
-
-def _parquet_row(record: Record) -> Dict[str, Any]:
-    row: Dict[str, Any] = {"start": record.start, "target": record.target.tolist()}
-    if record.cat is not None:
-        row["cat"] = list(record.cat)
-    if record.dynamic_feat is not None:
-        row["dynamic_feat"] = record.dynamic_feat.tolist()
-    return row
