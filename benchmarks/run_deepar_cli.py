@@ -1,6 +1,8 @@
 """One deepar-cli round, timed like the peer: train, forecast the test set, score it.
 
-Prints one JSON object with the peer's keys so bench.py can set them side by side.
+Prints one JSON object with the peer's keys so bench.py can set them side by side. The
+timed forecast is the one forecast path every command takes: sample paths, then the
+mean and SageMaker's default quantiles 0.1 ... 0.9.
 """
 
 import argparse
@@ -11,9 +13,12 @@ import time
 from pathlib import Path
 
 from deepar_cli import hyperparameters, modelfolder
-from deepar_cli.inference import InferenceConfig, forecast
-from deepar_cli.records import read_channel
-from deepar_cli.training import seed_everything, train
+from deepar_cli.channels import read_channel
+from deepar_cli.dataset import to_entries
+from deepar_cli.forecasting import hold_out, sample_paths, summarize
+from deepar_cli.training import train
+
+LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def main() -> None:
@@ -29,16 +34,14 @@ def main() -> None:
     hp = hyperparameters.load(args.hyperparameters, {})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        tic = time.perf_counter()
         summary = train(args.train, hp, model_dir, test_channel=args.test, seed=args.seed,
                         rnn="gluonts" if args.plain else "fused")
         model = modelfolder.load(model_dir, accelerated=not args.plain)
-        records = list(read_channel(args.test))
-        for record in records:  # forecast the held-out last prediction_length points
-            record.target = record.target[: -hp.prediction_length]
-        seed_everything(args.seed)
+        entries = [hold_out(e, hp.prediction_length)
+                   for e in to_entries(read_channel(args.test), hp.freq, model.features)]
         tic = time.perf_counter()
-        forecast(model, records, InferenceConfig(num_samples=100))
+        for forecast in sample_paths(model.predictor, entries, num_samples=100, seed=args.seed):
+            summarize(forecast.samples, LEVELS)
         predict_s = time.perf_counter() - tic
     print(json.dumps({
         "backend": "deepar-cli (plain)" if args.plain else "deepar-cli",
@@ -47,7 +50,7 @@ def main() -> None:
         "epochs_run": len(summary["history"]),
         "batches_per_epoch": summary["batches_per_epoch"],
         "predict_seconds": predict_s,
-        "series": len(records),
+        "series": len(entries),
         "num_samples": 100,
         "RMSE": summary["test_metrics"]["RMSE"],
         "mean_wQuantileLoss": summary["test_metrics"]["mean_wQuantileLoss"],

@@ -22,14 +22,25 @@ The model folder stays a plain GluonTS predictor; `--rnn gluonts` trains the ori
 from __future__ import annotations
 
 import types
+import warnings
 from typing import Any, List, Optional
 
 import mxnet as mx
+import numpy as np
 from gluonts.mx.model.deepar._network import DeepARPredictionNetwork
 from mxnet.gluon.parameter import DeferredInitializationError
 from mxnet.gluon.rnn import HybridSequentialRNNCell, LSTMCell, ResidualCell, ZoneoutCell
 
 _WEIGHTS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
+_warned: set = set()
+
+
+def _warn_fallback(why: str) -> None:
+    """Say once per reason that a network runs on GluonTS's own (slower) path."""
+    if why not in _warned:
+        _warned.add(why)
+        warnings.warn(f"deepar-cli acceleration is off for {why}; running GluonTS's own "
+                      "cell-by-cell LSTM (slower)", RuntimeWarning, stacklevel=3)
 
 
 def _layers(stack: HybridSequentialRNNCell) -> Optional[List[tuple[LSTMCell, bool, float]]]:
@@ -65,9 +76,11 @@ def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
                 or not isinstance(inputs, mx.nd.NDArray) or begin_state is None)
     if not fallback:
         try:
-            weights = getattr(stack, "_frozen_weights", None) or _packed_weights(layers)
+            weights = _packed_weights(layers)
         except DeferredInitializationError:  # the first batch fixes the input width
             fallback = True
+        if layers is None:
+            _warn_fallback("an LSTM stack of an unexpected shape")
     if fallback:
         return HybridSequentialRNNCell.unroll(stack, length, inputs, begin_state=begin_state,
                                               layout=layout, merge_outputs=merge_outputs,
@@ -87,18 +100,98 @@ def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
     return x.swapaxes(0, 1), states
 
 
-def fuse(network: Any, *, frozen: bool = False) -> Any:
-    """Make a DeepAR network's LSTM stack unroll with fused kernels (run it imperatively).
-
-    `frozen`: the weights will not change (inference), so they are packed once.
-    """
+def fuse(network: Any) -> Any:
+    """Make a DeepAR training network's LSTM stack unroll with fused kernels (run it
+    imperatively)."""
     stack = network.rnn
     stack.unroll = types.MethodType(fused_unroll, stack)
-    if frozen:
-        layers = _layers(stack)
-        if layers is not None:
-            stack._frozen_weights = _packed_weights(layers)
     return network
+
+
+# The sampling decoder's LSTM calls always hold a multiple of this many rows (padded): the
+# fused operator's rounding of a row was found to depend on how many rows a call holds
+# (not on their order, their values or the thread count) and was checked at this size.
+DECODER_ROWS = 3200
+
+
+class _Layer:
+    """An LSTM layer's weights, packed for the fused operator and as numpy arrays."""
+
+    def __init__(self, cell: LSTMCell, residual: bool) -> None:
+        data = {n: cell.params.get(n).data() for n in _WEIGHTS}
+        self.residual = residual
+        self.hidden = cell._hidden_size
+        self.packed = mx.nd.concat(*(data[n].reshape(-1) for n in _WEIGHTS), dim=0)
+        self.i2h = data["i2h_weight"].asnumpy()
+        self.h2h = data["h2h_weight"].asnumpy()
+        self.bias = (data["i2h_bias"] + data["h2h_bias"]).asnumpy()
+
+    def decoder_step(self, x: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
+        """One step over (N, C) rows with the fused operator, N padded to DECODER_ROWS.
+        Returns the output (N, hidden) and the states, kept as the operator's (1, N', H)."""
+        rows = x.shape[0]
+        pad = -rows % DECODER_ROWS
+        if pad:
+            x = mx.nd.concat(x, mx.nd.zeros((pad, x.shape[1]), dtype=x.dtype), dim=0)
+        if h.ndim == 2:  # the encoder's states: pad once, then the operator's layout
+            h, c = (mx.nd.concat(a, mx.nd.zeros((pad, a.shape[1]), dtype=a.dtype), dim=0)
+                    .expand_dims(axis=0) if pad else a.expand_dims(axis=0) for a in (h, c))
+        out, h, c = mx.nd.RNN(x.expand_dims(axis=0), self.packed, h, c,
+                              state_size=self.hidden, num_layers=1, mode="lstm",
+                              state_outputs=True)
+        return (out[0, :rows] if pad else out[0]), h, c
+
+    def encode(self, inputs: np.ndarray, h: np.ndarray, c: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every step over (N, T, C) rows in numpy: einsum sums each row's products in a
+        fixed order (no blocking across rows, no threads), so a row's result is its own."""
+        projected = np.einsum("ntc,gc->ntg", inputs, self.i2h) + self.bias
+        outputs = np.empty((*inputs.shape[:2], self.hidden), dtype=np.float32)
+        for t in range(inputs.shape[1]):
+            gates = projected[:, t] + np.einsum("nk,gk->ng", h, self.h2h)
+            in_gate, forget_gate, transform, out_gate = np.split(gates, 4, axis=1)
+            c = _sigmoid(forget_gate) * c + _sigmoid(in_gate) * np.tanh(transform)
+            h = _sigmoid(out_gate) * np.tanh(c)
+            outputs[:, t] = h
+        return (outputs + inputs if self.residual else outputs), h, c
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # the logistic function, without exp's overflow
+
+
+def invariant_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
+                     begin_state: Any = None, layout: str = "NTC", merge_outputs: Any = None,
+                     valid_length: Any = None) -> tuple[Any, List[Any]]:
+    """`HybridSequentialRNNCell.unroll` for inference, each row's result independent of the
+    other rows of the batch and of the thread count (see `deepar_cli.forecasting`).
+
+    A matrix product's rounding of a row can depend on the other rows of the call (its
+    blocking and threading follow the batch's shape). The encoder (one row per series)
+    runs in numpy, where it does not; the sampling decoder's steps, over every sample path
+    of the batch, run the fused operator over a fixed number of rows.
+    """
+    if layout != "NTC" or valid_length is not None or begin_state is None:
+        _warn_fallback(f"an unroll of layout {layout} or with valid lengths")
+        return HybridSequentialRNNCell.unroll(stack, length, inputs, begin_state=begin_state,
+                                              layout=layout, merge_outputs=merge_outputs,
+                                              valid_length=valid_length)
+    layers = stack._inference_layers
+    if stack._decoding and length == 1:
+        x, states = inputs.reshape((0, -1)), []
+        for index, layer in enumerate(layers):
+            out, h, c = layer.decoder_step(x, begin_state[2 * index],
+                                           begin_state[2 * index + 1])
+            x = out + x if layer.residual else out
+            states += [h, c]
+        return x.expand_dims(axis=1), states
+    x, arrays = inputs.asnumpy(), []
+    for index, layer in enumerate(layers):
+        x, h, c = layer.encode(x, begin_state[2 * index].asnumpy(),
+                               begin_state[2 * index + 1].asnumpy())
+        arrays += [h, c]
+    return mx.nd.array(x, dtype=inputs.dtype), [mx.nd.array(a, dtype=inputs.dtype)
+                                                 for a in arrays]
 
 
 class FastSamplingNetwork(DeepARPredictionNetwork):
@@ -126,6 +219,17 @@ class FastSamplingNetwork(DeepARPredictionNetwork):
             repeats=samples_per_series, axis=0).expand_dims(axis=1)
         repeated_scale = scale.repeat(repeats=samples_per_series, axis=0)
         states = [s.repeat(repeats=samples_per_series, axis=0) for s in begin_states]
+        self.rnn._decoding = True
+        try:
+            return self._decode(F, past_lags, repeated_time_feat, repeated_static_feat,
+                                repeated_scale, states, samples_per_series)
+        finally:
+            self.rnn._decoding = False
+
+    def _decode(self, F: Any, past_lags: Any, repeated_time_feat: Any,
+                repeated_static_feat: Any, repeated_scale: Any, states: List[Any],
+                samples_per_series: int) -> Any:
+        horizon = self.prediction_length
 
         future_samples: List[Any] = []
         scaled_samples: List[Any] = []
@@ -140,7 +244,7 @@ class FastSamplingNetwork(DeepARPredictionNetwork):
             rnn_outputs, states = self.rnn.unroll(inputs=decoder_input, length=1,
                                                   begin_state=states, layout="NTC",
                                                   merge_outputs=True)
-            distr_args = self.proj_distr_args(rnn_outputs)
+            distr_args = self._project(F, rnn_outputs)
             distr = self.distr_output.distribution(distr_args, scale=repeated_scale)
             new_samples = self.post_process_samples(F, distr.sample(dtype=self.dtype))
             future_samples.append(new_samples)
@@ -148,6 +252,26 @@ class FastSamplingNetwork(DeepARPredictionNetwork):
                                   .expand_dims(axis=-1))
         samples = F.concat(*future_samples, dim=1)
         return samples.reshape(shape=(-1, samples_per_series, horizon))
+
+    def _project(self, F: Any, rnn_outputs: Any) -> Any:
+        """The distribution's arguments: the projection's Dense(1) layers as one-row
+        products (`batch_dot` of each row with the stacked weights), since a matrix
+        product's rounding of a row would depend on the other rows."""
+        projection = self.proj_distr_args
+        if any(dense.weight.shape[0] != 1 for dense in projection.proj):
+            return projection(rnn_outputs)
+        rows = rnn_outputs.shape[0]
+        if getattr(self, "_projection_rows", None) != rows:
+            weights = F.concat(*(d.weight.data() for d in projection.proj), dim=0)  # (A, H)
+            self._projection = F.broadcast_to(weights.transpose().expand_dims(axis=0),
+                                              (rows, *weights.shape[::-1]))
+            self._projection_bias = F.concat(*(d.bias.data() for d in projection.proj),
+                                             dim=0).reshape((1, 1, -1))
+            self._projection_rows = rows
+        args = F.broadcast_add(F.batch_dot(rnn_outputs, self._projection),
+                               self._projection_bias)  # (rows, 1, A)
+        return projection.domain_map(*F.split(args, num_outputs=len(projection.proj),
+                                              axis=-1, squeeze_axis=False))
 
     def _step_lags(self, F: Any, step_lags: Any, scaled_samples: List[Any], k: int) -> Any:
         """The (B*S, 1, L) lag input of step k: sampled values where lag <= k, else past."""
@@ -170,13 +294,22 @@ class FastSamplingNetwork(DeepARPredictionNetwork):
 def accelerate(predictor: Any) -> Any:
     """Give a loaded DeepAR predictor FastSamplingNetwork (same parameters) with fused LSTM
     layers; other predictors are returned unchanged."""
-    from gluonts.mx.util import copy_parameters
-
     net = predictor.prediction_net
     if type(net) is not DeepARPredictionNetwork:
         return predictor
     fast = FastSamplingNetwork(**net.__init_args__)
     fast.initialize()
-    copy_parameters(net, fast)
-    predictor.prediction_net = fuse(fast, frozen=True)
+    # The same architecture: its parameters in the same order. (GluonTS's copy_parameters
+    # goes through a temporary file, which a read-only or full disk refuses.) `_load_init`
+    # is what `load_parameters` calls: it also fixes the shapes left to the first batch.
+    for source, target in zip(net.collect_params().values(), fast.collect_params().values()):
+        target._load_init(source.data(), predictor.ctx)
+    layers = _layers(fast.rnn)
+    if layers is None:
+        _warn_fallback("an LSTM stack of an unexpected shape")
+    else:
+        fast.rnn._inference_layers = [_Layer(cell, residual) for cell, residual, _ in layers]
+        fast.rnn._decoding = False
+        fast.rnn.unroll = types.MethodType(invariant_unroll, fast.rnn)
+    predictor.prediction_net = fast
     return predictor

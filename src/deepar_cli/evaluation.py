@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from deepar_cli.errors import DataError
+from deepar_cli.dataset import Source, read_with_stats, require_held_out, to_entries
+from deepar_cli.errors import DataError, UsageError
 from deepar_cli.modelfolder import Model
 
 HEADLINE = ("RMSE", "mean_wQuantileLoss")
@@ -22,9 +24,10 @@ def quantile_key(q: float) -> str:
     return Quantile.parse(q).name
 
 
-def cut_windows(entries: Sequence[Dict[str, Any]], prediction_length: int, window: int
-                ) -> List[Dict[str, Any]]:
-    """Drop the last `window * prediction_length` points (window 0 keeps the series whole)."""
+def window_entries(entries: Sequence[Dict[str, Any]], prediction_length: int, window: int
+                   ) -> List[Dict[str, Any]]:
+    """The series as they stood before backtest window `window` (0: the last
+    `prediction_length` points are the truth): the later windows' points dropped."""
     drop = window * prediction_length
     if drop == 0:
         return list(entries)
@@ -44,14 +47,19 @@ def cut_windows(entries: Sequence[Dict[str, Any]], prediction_length: int, windo
 
 
 def _evaluate(predictor: Any, entries: List[Dict[str, Any]], quantiles: Sequence[float],
-              num_samples: int) -> tuple[Dict[str, float], pd.DataFrame, List[Any]]:
-    from gluonts.evaluation import Evaluator, make_evaluation_predictions
+              prediction_length: int, *, num_samples: int, seed: int
+              ) -> tuple[Dict[str, float], pd.DataFrame]:
+    """Forecast each series' last `prediction_length` points through the one forecast path
+    and score them with the GluonTS Evaluator."""
+    from gluonts.evaluation import Evaluator
 
-    forecast_it, truth_it = make_evaluation_predictions(entries, predictor,
-                                                        num_samples=num_samples)
-    forecasts, truths = list(forecast_it), list(truth_it)
-    agg, items = Evaluator(quantiles=list(quantiles), num_workers=0)(truths, forecasts)
-    return {k: float(v) for k, v in agg.items()}, items, forecasts
+    from deepar_cli.forecasting import forecast_held_out, truth_frame
+
+    pairs = list(forecast_held_out(predictor, entries, prediction_length,
+                                   num_samples=num_samples, seed=seed))
+    agg, items = Evaluator(quantiles=list(quantiles), num_workers=0)(
+        [truth_frame(entry) for entry, _ in pairs], [fc for _, fc in pairs])
+    return {k: float(v) for k, v in agg.items()}, items
 
 
 def headline(agg: Dict[str, float], quantiles: Sequence[float]) -> Dict[str, float]:
@@ -64,13 +72,14 @@ def headline(agg: Dict[str, float], quantiles: Sequence[float]) -> Dict[str, flo
 
 
 def test_scores(model: Model, entries: List[Dict[str, Any]], *, seed: int) -> Dict[str, float]:
-    """What SageMaker logs for a test channel, with `num_eval_samples` and `test_quantiles`."""
-    from deepar_cli.training import seed_everything
-
-    seed_everything(seed)
-    agg, _, _ = _evaluate(model.predictor, entries, model.hp.test_quantiles,
-                          model.hp.num_eval_samples)
-    return headline(agg, model.hp.test_quantiles)
+    """What SageMaker logs for a test channel, with `num_eval_samples` and `test_quantiles`,
+    and the Coverage at each quantile beside (how often the truth fell below it)."""
+    quantiles = model.hp.test_quantiles
+    agg, _ = _evaluate(model.predictor, entries, quantiles, model.hp.prediction_length,
+                       num_samples=model.hp.num_eval_samples, seed=seed)
+    coverage = {f"Coverage[{quantile_key(q)}]": agg[f"Coverage[{quantile_key(q)}]"]
+                for q in quantiles}
+    return {**headline(agg, quantiles), **coverage}
 
 
 @dataclass
@@ -105,21 +114,23 @@ def backtest(model: Model, entries: List[Dict[str, Any]], *, seed: int,
     from gluonts.model.seasonal_naive import SeasonalNaivePredictor
     from gluonts.time_feature import get_seasonality
 
-    from deepar_cli.training import seed_everything
-
     hp = model.hp
-    quantiles = list(quantiles or hp.test_quantiles)
-    num_samples = num_samples or hp.num_eval_samples
+    quantiles = list(hp.test_quantiles if quantiles is None else quantiles)
+    num_samples = hp.num_eval_samples if num_samples is None else num_samples
+    if not quantiles or not all(0 < q < 1 for q in quantiles):
+        raise UsageError(f"quantiles must be one or more numbers in (0, 1), got {quantiles}")
+    if windows < 1:
+        raise UsageError(f"windows must be at least 1, got {windows}")
     naive = SeasonalNaivePredictor(prediction_length=hp.prediction_length,
                                    season_length=get_seasonality(hp.freq))
     per_window, items, naive_items = [], [], []
-    seed_everything(seed)
     for window in range(windows):
-        window_entries = cut_windows(entries, hp.prediction_length, window)
-        agg, item, _ = _evaluate(model.predictor, window_entries, quantiles, num_samples)
-        naive_agg, naive_item, _ = _evaluate(naive, window_entries, quantiles, 1)
+        cut = window_entries(entries, hp.prediction_length, window)
+        agg, item = _evaluate(model.predictor, cut, quantiles, hp.prediction_length,
+                              num_samples=num_samples, seed=seed)
+        naive_agg, naive_item = _naive(naive, cut, quantiles, hp.prediction_length)
         item.insert(0, "window", window + 1)
-        item.insert(1, "series", np.arange(len(window_entries)))
+        item.insert(1, "series", np.arange(len(cut)))
         items.append(item)
         naive_items.append(naive_item)
         per_window.append({"window": window + 1, **_select(agg, quantiles),
@@ -135,6 +146,19 @@ def backtest(model: Model, entries: List[Dict[str, Any]], *, seed: int,
                     pd.concat(items, ignore_index=True))
 
 
+def _naive(predictor: Any, entries: List[Dict[str, Any]], quantiles: Sequence[float],
+           prediction_length: int) -> tuple[Dict[str, float], pd.DataFrame]:
+    """The seasonal-naive baseline's scores (a point forecast: no sampling involved)."""
+    from gluonts.evaluation import Evaluator
+
+    from deepar_cli.forecasting import hold_out, truth_frame
+
+    forecasts = predictor.predict([hold_out(e, prediction_length) for e in entries])
+    agg, items = Evaluator(quantiles=list(quantiles), num_workers=0)(
+        [truth_frame(e) for e in entries], forecasts)
+    return {k: float(v) for k, v in agg.items()}, items
+
+
 def _pooled(items: List[pd.DataFrame], quantiles: Sequence[float]) -> Dict[str, float]:
     """Aggregate per-series metrics of several windows the way the Evaluator does."""
     from gluonts.evaluation import Evaluator
@@ -144,36 +168,25 @@ def _pooled(items: List[pd.DataFrame], quantiles: Sequence[float]) -> Dict[str, 
     return _select({k: float(v) for k, v in agg.items()}, quantiles)
 
 
-def parse_quantiles(text: str) -> List[float]:
-    """ "0.1,0.5,0.9" -> [0.1, 0.5, 0.9], each in (0, 1)."""
-    from deepar_cli.errors import UsageError
-
-    levels = []
-    for part in text.split(","):
-        try:
-            level = float(part)
-        except ValueError:
-            level = float("nan")
-        if not 0 < level < 1:
-            raise UsageError(f'--quantiles must be numbers in (0, 1) separated by commas, '
-                             f'got "{part.strip()}"')
-        levels.append(level)
-    return levels
+def evaluate_source(model: Model, source: Source, *, seed: int,
+                    quantiles: Optional[Sequence[float]] = None,
+                    num_samples: Optional[int] = None, windows: int = 1) -> Backtest:
+    """Backtest a test channel or GluonTS dataset of full series (see `backtest`)."""
+    records, _ = read_with_stats(source)
+    require_held_out(records, model.hp.prediction_length)
+    entries = to_entries(records, model.hp.freq, model.features)
+    return backtest(model, entries, seed=seed, quantiles=quantiles, num_samples=num_samples,
+                    windows=windows)
 
 
-def evaluate_channel(model: Model, channel: Any, output_dir: Any, *, seed: int,
+def evaluate_channel(model: Model, channel: Source, output_dir: Path, *, seed: int,
                      quantiles: Optional[Sequence[float]] = None,
                      num_samples: Optional[int] = None, windows: int = 1) -> Backtest:
     """`deepar-cli evaluate`: backtest a test channel, write metrics.json and per_series.csv."""
-    from deepar_cli.atomic import atomic_file
-    from deepar_cli.dataset import read_with_stats, require_held_out, to_entries
-    from deepar_cli.modelfolder import write_json
+    from deepar_cli.atomic import atomic_file, write_json
 
-    records, _ = read_with_stats(channel)
-    require_held_out(records, model.hp.prediction_length)
-    entries = to_entries(records, model.hp.freq, model.features)
-    result = backtest(model, entries, seed=seed, quantiles=quantiles, num_samples=num_samples,
-                      windows=windows)
+    result = evaluate_source(model, channel, seed=seed, quantiles=quantiles,
+                             num_samples=num_samples, windows=windows)
     write_json(output_dir / "metrics.json", result.summary())
     with atomic_file(output_dir / "per_series.csv") as tmp:
         result.per_series.to_csv(tmp, index=False)

@@ -9,19 +9,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Sequence, Tuple
 
-import numpy as np
 import orjson
 
 from deepar_cli.dataset import to_entry
-from deepar_cli.errors import DataError, RequestError
+from deepar_cli.errors import DataError, RequestError, UsageError
+from deepar_cli.forecasting import MAX_NUM_SAMPLES, sample_paths, summarize
 from deepar_cli.modelfolder import Model
 from deepar_cli.records import Record, parse_record, show_value as _show
 
 OUTPUT_TYPES = ("mean", "quantiles", "samples")
-MAX_NUM_SAMPLES = 10_000
+DEFAULT_QUANTILES = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
 CONFIG_ENV = "DEEPAR_INFERENCE_CONFIG"
 # Records read before each forecast call when streaming JSON Lines: bounds memory.
 STREAM_CHUNK = 256
@@ -29,53 +29,73 @@ STREAM_CHUNK = 256
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """SageMaker's `configuration` object, with SageMaker's defaults."""
+    """SageMaker's `configuration` object, with SageMaker's defaults; always valid.
+
+    `quantiles` are the response's keys as the request spelled them ("0.1"); `levels`
+    are their values. Construction raises RequestError naming the field.
+    """
 
     num_samples: int = 100
-    output_types: Sequence[str] = ("mean", "quantiles")
-    quantiles: Sequence[str] = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
-    levels: Sequence[float] = field(default=(), compare=False)
+    output_types: Tuple[str, ...] = ("mean", "quantiles")
+    quantiles: Tuple[str, ...] = DEFAULT_QUANTILES
+
+    def __post_init__(self) -> None:
+        if type(self.num_samples) is not int or not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
+            raise RequestError(f'"num_samples" must be an integer in [1, {MAX_NUM_SAMPLES}], '
+                               f"got {_show(self.num_samples)}")
+        if not self.output_types:
+            raise RequestError('"output_types" must list at least one of "mean", '
+                               '"quantiles", "samples"')
+        for kind in self.output_types:
+            if kind not in OUTPUT_TYPES:
+                raise RequestError(f'unknown output type {_show(kind)} in "output_types"; '
+                                   'valid: "mean", "quantiles", "samples"')
+        if not self.quantiles:
+            raise RequestError('"quantiles" must list at least one number in (0, 1)')
+        for key in self.quantiles:
+            if not 0 < _level(key) < 1:
+                raise RequestError(f'quantile {_show(key)} in "quantiles" is not a number in '
+                                   "(0, 1)")
+        object.__setattr__(self, "output_types", tuple(dict.fromkeys(self.output_types)))
+
+    @property
+    def levels(self) -> Tuple[float, ...]:
+        return tuple(_level(key) for key in self.quantiles)
 
     @classmethod
     def parse(cls, config: Any) -> "InferenceConfig":
-        """Validate a decoded `configuration`; raise RequestError naming the field."""
+        """A decoded `configuration` JSON object (None: the defaults)."""
         if config is None:
-            config = {}
+            return cls()
         if not isinstance(config, dict):
             raise RequestError(f'"configuration" must be a JSON object, got {_show(config)}')
         unknown = sorted(set(config) - {"num_samples", "output_types", "quantiles"})
         if unknown:
             raise RequestError(f'"configuration" has an unknown field "{unknown[0]}"; valid: '
                                "num_samples, output_types, quantiles")
-        num_samples = config.get("num_samples", cls.num_samples)
-        if type(num_samples) is not int or not 1 <= num_samples <= MAX_NUM_SAMPLES:
-            raise RequestError(f'"num_samples" must be an integer in [1, {MAX_NUM_SAMPLES}], '
-                               f"got {_show(num_samples)}")
-        output_types = config.get("output_types", list(cls.output_types))
-        if not isinstance(output_types, list) or not output_types:
-            raise RequestError('"output_types" must be a non-empty list of "mean", '
-                               f'"quantiles", "samples", got {_show(output_types)}')
-        for kind in output_types:
-            if kind not in OUTPUT_TYPES:
-                raise RequestError(f'unknown output type {_show(kind)} in "output_types"; '
-                                   'valid: "mean", "quantiles", "samples"')
-        quantiles = config.get("quantiles", list(cls.quantiles))
-        if not isinstance(quantiles, list) or not quantiles:
-            raise RequestError('"quantiles" must be a non-empty list of numbers in (0, 1) '
-                               f"given as strings, got {_show(quantiles)}")
-        keys, levels = [], []
-        for q in quantiles:
-            key = q if isinstance(q, str) else json.dumps(q)
-            try:
-                level = float(key)
-            except ValueError:
-                level = math.nan
-            if isinstance(q, bool) or not 0 < level < 1:
-                raise RequestError(f'quantile {_show(q)} in "quantiles" is not a number in '
-                                   "(0, 1)")
-            keys.append(key)
-            levels.append(level)
-        return cls(num_samples, tuple(dict.fromkeys(output_types)), tuple(keys), tuple(levels))
+        fields: Dict[str, Any] = {}
+        if "num_samples" in config:
+            fields["num_samples"] = config["num_samples"]
+        for name in ("output_types", "quantiles"):
+            if name in config:
+                values = config[name]
+                if not isinstance(values, list):
+                    raise RequestError(f'"{name}" must be a list, got {_show(values)}')
+                fields[name] = tuple(values)
+        if "quantiles" in fields:
+            # JSON numbers become keys spelled as the request wrote them: 0.1 -> "0.1"
+            fields["quantiles"] = tuple(
+                _show(q) if isinstance(q, (int, float)) and not isinstance(q, bool) else q
+                for q in fields["quantiles"])
+        return cls(**fields)
+
+
+def _level(key: Any) -> float:
+    """A quantile key's value; NaN for anything that is not a number."""
+    try:
+        return float(key) if isinstance(key, str) else math.nan
+    except ValueError:
+        return math.nan
 
 
 def instance_records(model: Model, objects: Iterable[Any], what: str = "instances"
@@ -101,25 +121,24 @@ def _instance(model: Model, obj: Any, where: str, extra: int) -> Record:
     return record
 
 
-def forecast(model: Model, records: Sequence[Record], config: InferenceConfig
+def forecast(model: Model, records: Sequence[Record], config: InferenceConfig, *, seed: int
              ) -> List[Dict[str, Any]]:
     """Forecast records and shape each forecast as SageMaker's prediction object."""
-    if not records:
-        return []
     try:
         entries = [to_entry(r, model.hp.freq, model.features) for r in records]
     except DataError as exc:
         raise RequestError(str(exc)) from None
     predictions = []
-    for fc in model.predictor.predict(entries, num_samples=config.num_samples):
+    for fc in sample_paths(model.predictor, entries, num_samples=config.num_samples,
+                           seed=seed):
+        summary = summarize(fc.samples, config.levels)
         prediction: Dict[str, Any] = {}
         for kind in config.output_types:
             if kind == "mean":
-                prediction["mean"] = fc.mean
+                prediction["mean"] = summary.mean
             elif kind == "quantiles":
-                # np.quantile answers float64; the samples (and the response) are float32
-                values = np.quantile(fc.samples, config.levels, axis=0).astype(np.float32)
-                prediction["quantiles"] = dict(zip(config.quantiles, values))
+                prediction["quantiles"] = dict(zip(config.quantiles,
+                                                   summary.quantiles.values()))
             else:
                 prediction["samples"] = fc.samples
         predictions.append(prediction)
@@ -140,8 +159,6 @@ def parse_json(body: bytes, what: str = "request body") -> Any:
 
 def answer_request(model: Model, body: bytes, *, seed: int) -> bytes:
     """An endpoint request ({"instances": [...], "configuration": {...}}) -> response bytes."""
-    from deepar_cli.training import seed_everything
-
     request = parse_json(body)
     if not isinstance(request, dict):
         raise RequestError(f"the request must be a JSON object, got {_show(request)}")
@@ -153,20 +170,16 @@ def answer_request(model: Model, body: bytes, *, seed: int) -> bytes:
                            f"got {_show(instances)}")
     config = InferenceConfig.parse(request.get("configuration"))
     records = list(instance_records(model, instances))
-    seed_everything(seed)
-    return dumps({"predictions": forecast(model, records, config)})
+    return dumps({"predictions": forecast(model, records, config, seed=seed)})
 
 
 def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, *, seed: int,
                  source: str = "line", chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
     """Batch transform: JSON Lines records in, one JSON line out per record, in order.
 
-    Streams: records are read, forecast and written `chunk` at a time. Errors name
-    `source:line`.
+    Streams: records are read, forecast and written `chunk` at a time (a record's forecast
+    does not depend on its chunk). Errors name `source:line`.
     """
-    from deepar_cli.training import seed_everything
-
-    seed_everything(seed)
     extra = model.hp.prediction_length
     pending: List[Record] = []
     for number, line in enumerate(lines, start=1):
@@ -179,13 +192,14 @@ def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, 
             raise RequestError(f"{where}: not valid JSON ({exc})") from None
         pending.append(_instance(model, obj, where, extra))
         if len(pending) == chunk:
-            yield from _lines(model, pending, config)
+            yield from _lines(model, pending, config, seed)
             pending = []
-    yield from _lines(model, pending, config)
+    yield from _lines(model, pending, config, seed)
 
 
-def _lines(model: Model, records: List[Record], config: InferenceConfig) -> Iterator[bytes]:
-    for prediction in forecast(model, records, config):
+def _lines(model: Model, records: List[Record], config: InferenceConfig, seed: int
+           ) -> Iterator[bytes]:
+    for prediction in forecast(model, records, config, seed=seed):
         yield dumps(prediction) + b"\n"
 
 
@@ -199,21 +213,21 @@ def looks_like_request(first_line: bytes) -> bool:
 
 
 def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: InferenceConfig,
-                 *, seed: int, name: str = "input", options_given: bool = False,
+                 *, seed: int, name: str = "input", config_given: bool = False,
                  progress: bool = False) -> int:
     """Answer a whole endpoint request or JSON Lines of records from `source`; return how
     many predictions were written to `sink`. A request carries its own "configuration",
-    so configuration options (`options_given`) are refused for one."""
+    so a configuration given for JSON Lines (`config_given`) is refused for one."""
     first = source.readline()
     while first and not first.strip():
         first = source.readline()
     if not first:
         raise RequestError(f"{name}: the input is empty")
     if looks_like_request(first):
-        if options_given:
-            raise RequestError(f'{name} is an endpoint request, which carries its own '
-                               '"configuration"; --config, --num-samples, --output-types and '
-                               "--quantiles apply to JSON Lines input")
+        if config_given:
+            raise UsageError(f'{name} is an endpoint request, which carries its own '
+                             '"configuration"; a configuration given beside it applies to '
+                             "JSON Lines input only")
         body = first + source.read()
         response = answer_request(model, body, seed=seed)
         sink.write(response)  # byte for byte what the endpoint answers
@@ -233,26 +247,25 @@ def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: Infer
     return count
 
 
-def resolve_config(config_json: Optional[str], overrides: Mapping[str, Any],
-                   environ: Mapping[str, str] = os.environ) -> InferenceConfig:
-    """--config JSON (else DEEPAR_INFERENCE_CONFIG), then single options on top."""
-    text = config_json if config_json is not None else environ.get(CONFIG_ENV)
-    source = "--config" if config_json is not None else CONFIG_ENV
-    config: Dict[str, Any] = {}
-    if text:
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"{source} is not valid JSON ({exc.msg})") from None
-        if not isinstance(config, dict):
-            raise RequestError(f"{source} must be a JSON object, got {_show(config)}")
-    config.update({k: v for k, v in overrides.items() if v is not None})
-    return InferenceConfig.parse(config)
+def config_from_json(text: str, source: str) -> InferenceConfig:
+    """A configuration given as JSON text; errors name `source`."""
+    try:
+        return InferenceConfig.parse(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"{source} is not valid JSON ({exc.msg})") from None
+    except RequestError as exc:
+        raise RequestError(f"{source}: {exc}") from None
+
+
+def config_from_environment(environ: Mapping[str, str] = os.environ) -> InferenceConfig:
+    """SageMaker batch transform's configuration: DEEPAR_INFERENCE_CONFIG, else defaults."""
+    text = environ.get(CONFIG_ENV)
+    return config_from_json(text, CONFIG_ENV) if text else InferenceConfig()
 
 
 def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
-                        output_path: "os.PathLike[str] | str", *, config_json: Optional[str],
-                        overrides: Mapping[str, Any], seed: int, progress: bool = False) -> int:
+                        output_path: "os.PathLike[str] | str", config: InferenceConfig, *,
+                        seed: int, config_given: bool = False, progress: bool = False) -> int:
     """`deepar-cli predict`: stream input to output ("-" is stdin/stdout); the output file
     appears only once complete. `progress` draws a bar on stderr for JSON Lines input."""
     import sys
@@ -260,8 +273,6 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
 
     from deepar_cli.atomic import atomic_file
 
-    config = resolve_config(config_json, overrides)
-    given = config_json is not None or any(v is not None for v in overrides.values())
     name = str(input_path)
     try:
         source = sys.stdin.buffer if name == "-" else open(input_path, "rb")
@@ -270,7 +281,7 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
     with source:
         if str(output_path) == "-":
             return predict_file(model, source, sys.stdout.buffer, config, seed=seed, name=name,
-                                options_given=given, progress=progress)
+                                config_given=config_given, progress=progress)
         with atomic_file(Path(output_path)) as tmp, open(tmp, "wb") as sink:
             return predict_file(model, source, sink, config, seed=seed, name=name,
-                                options_given=given, progress=progress)
+                                config_given=config_given, progress=progress)

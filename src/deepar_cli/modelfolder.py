@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from deepar_cli import __version__
-from deepar_cli.atomic import atomic_file
+from deepar_cli.atomic import write_json
 from deepar_cli.dataset import Features
 from deepar_cli.errors import HyperparameterError, ModelError
 from deepar_cli.hyperparameters import Hyperparameters, resolve
@@ -44,23 +44,6 @@ def _versions() -> Dict[str, str]:
             "mxnet": mxnet.__version__, "python": platform.python_version()}
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (NaN as null), pretty enough to read."""
-    text = json.dumps(data, indent=2, default=_jsonify, allow_nan=False)
-    with atomic_file(path) as tmp:
-        tmp.write_text(text + "\n")
-
-
-def _jsonify(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def write(folder: Path, predictor: Any, hp: Hyperparameters, features: Features,
           summary: Dict[str, Any]) -> None:
     """Write every file of a model folder into `folder` (the caller makes it atomic)."""
@@ -79,18 +62,7 @@ def write(folder: Path, predictor: Any, hp: Hyperparameters, features: Features,
 
 
 def write_summary(folder: Path, summary: Dict[str, Any]) -> None:
-    write_json(folder / "training.json", _finite(summary))
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN/inf floats by None so the JSON stays standard."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    write_json(folder / "training.json", summary)
 
 
 def load(folder: Path, *, accelerated: bool = True) -> Model:

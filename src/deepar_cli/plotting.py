@@ -15,17 +15,17 @@ switch), and every file is written atomically.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from deepar_cli.atomic import atomic_file
+from deepar_cli.atomic import atomic_file, make_output_dir, write_json
 from deepar_cli.errors import DataError, UsageError
 from deepar_cli.modelfolder import Model
+from deepar_cli.seeding import DEFAULT_SEED
 
 QUANTILES = (0.1, 0.5, 0.9)
 DEFAULT_SERIES = 5  # without --series: the first five, as the notebook plots
@@ -39,36 +39,6 @@ DPI = 100
 OBSERVED_COLOR = "#222222"
 FORECAST_COLOR = "#1f77b4"
 LABELS = ("observed", "p50 forecast", "80% interval")
-
-_PART = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
-
-
-def parse_series(spec: str) -> List[int]:
-    """`0-4`, `0,3,7`, `5` (or a mix: `0-2,7`) -> indices in the order given, no repeats.
-
-    Raises UsageError for anything else.
-    """
-    text = str(spec).strip()
-    if not text:
-        raise UsageError('--series is empty; give indices like "0-4", "0,3,7" or "5"')
-    indices: Dict[int, None] = {}  # ordered, no repeats
-    for part in text.split(","):
-        match = _PART.match(part.strip())
-        if not match:
-            raise UsageError(
-                f'--series "{spec}": cannot read "{part.strip()}"; give 0-based indices like '
-                '"0-4", "0,3,7" or "5"'
-            )
-        low = int(match.group(1))
-        high = int(match.group(2)) if match.group(2) is not None else low
-        if high < low:
-            raise UsageError(f'--series "{spec}": the range {low}-{high} runs backwards')
-        if high - low + 1 + len(indices) > MAX_SERIES:
-            raise UsageError(f'--series "{spec}" names more than {MAX_SERIES} series; '
-                             "plot fewer at a time")
-        indices.update(dict.fromkeys(range(low, high + 1)))
-    return list(indices)
-
 
 @dataclass
 class SeriesForecast:
@@ -138,7 +108,7 @@ def _floats(values: np.ndarray) -> List[Optional[float]]:
 def _select(channel: Path, wanted: Optional[Sequence[int]], what: str
             ) -> tuple[Dict[int, Any], int]:
     """Read a channel, keeping only the wanted records; return them and the series count."""
-    from deepar_cli.records import read_channel
+    from deepar_cli.channels import read_channel
 
     keep = None if wanted is None else set(wanted)
     chosen: Dict[int, Any] = {}
@@ -164,35 +134,32 @@ def _timestamps(start: pd.Period, begin: int, end: int) -> pd.DatetimeIndex:
     return pd.period_range(start + begin, periods=end - begin, freq=start.freq).to_timestamp()
 
 
-def forecast_series(model: Model, test_channel: Path, series: Union[str, Sequence[int], None]
-                    = None, *, train_channel: Optional[Path] = None, seed: int = 42,
+def forecast_series(model: Model, test_channel: Path,
+                    series: Optional[Sequence[int]] = None, *,
+                    train_channel: Optional[Path] = None, seed: int = DEFAULT_SEED,
                     num_samples: Optional[int] = None) -> List[SeriesForecast]:
     """Forecast the chosen series' last `prediction_length` points and return what to draw.
 
-    `series` is a spec string ("0-4"), a list of indices, or None for the first five.
-    Each series is forecast on its own after seeding, so its figures do not depend on
-    which other series were chosen.
+    `series`: 0-based indices, in the order to draw them (None: the first five). Forecasts
+    go through the one forecast path, so each equals what `predict` and `evaluate` give
+    for the same series and seed.
     """
     from deepar_cli.dataset import to_entry
-    from deepar_cli.training import seed_everything
+    from deepar_cli.forecasting import hold_out, sample_paths, summarize
 
     hp = model.hp
-    wanted = parse_series(series) if isinstance(series, str) else (
-        None if series is None else list(series))
+    wanted = None if series is None else list(dict.fromkeys(series))
     if wanted is not None and not wanted:
-        raise UsageError("--series names no series")
+        raise UsageError("no series to plot")
     num_samples = hp.num_eval_samples if num_samples is None else num_samples
-    if num_samples < 1:
-        raise UsageError(f"--num-samples must be at least 1, got {num_samples}")
     tests, _ = _select(test_channel, wanted, "test")
     trains = _select(train_channel, wanted, "train")[0] if train_channel is not None else None
     order = wanted if wanted is not None else sorted(tests)
     pl, shown = hp.prediction_length, hp.context_length
 
-    out = []
+    entries, views = [], []
     for index in order:
         test = tests[index]
-        start = pd.Period(test.start, freq=hp.freq)
         if trains is None:
             if test.target.size <= pl:
                 raise DataError(
@@ -200,12 +167,11 @@ def forecast_series(model: Model, test_channel: Path, series: Union[str, Sequenc
                     f"longer than prediction_length ({pl}) to hold out its last points"
                 )
             cut = test.target.size - pl
-            entry = to_entry(test, hp.freq, model.features, where=test.source)
-            entry["target"] = entry["target"][:cut]  # dynamic_feat keeps its full length
+            entry = hold_out(to_entry(test, hp.freq, model.features, where=test.source), pl)
             history, source = test.target[:cut], test.source
         else:
             train = trains[index]
-            if pd.Period(train.start, freq=hp.freq) != start:
+            if pd.Period(train.start, freq=hp.freq) != pd.Period(test.start, freq=hp.freq):
                 raise DataError(
                     f"{train.source}: series {index} starts at {train.start} in the train "
                     f"channel but at {test.start} in the test channel"
@@ -226,22 +192,27 @@ def forecast_series(model: Model, test_channel: Path, series: Union[str, Sequenc
                     )
                 entry["feat_dynamic_real"] = test.dynamic_feat[:, :cut + pl].astype(np.float32)
             history, source = train.target, train.source
+        entries.append(entry)
+        views.append((index, test, cut, history, source))
+
+    out = []
+    forecasts = sample_paths(model.predictor, entries, num_samples=num_samples, seed=seed)
+    for (index, test, cut, history, source), forecast in zip(views, forecasts):
         truth = np.full(pl, np.nan)
         held = test.target[cut:cut + pl]
         truth[:held.size] = held
-
-        seed_everything(seed)
-        forecast = next(iter(model.predictor.predict([entry], num_samples=num_samples)))
         begin = max(0, cut - shown)
-        observed = np.concatenate([history[begin:], held])
+        summary = summarize(forecast.samples, QUANTILES)
         out.append(SeriesForecast(
             index=index,
             start=test.start,
             source=source,
-            observed_index=_timestamps(start, begin, cut + held.size),
-            observed=observed.astype(float),
+            observed_index=_timestamps(pd.Period(test.start, freq=hp.freq), begin,
+                                       cut + held.size),
+            observed=np.concatenate([history[begin:], held]).astype(float),
             forecast_index=forecast.index.to_timestamp(),
-            quantiles={q: np.asarray(forecast.quantile(q), dtype=float) for q in QUANTILES},
+            quantiles={q: np.asarray(values, dtype=float)
+                       for q, values in summary.quantiles.items()},
             truth=truth,
         ))
     return out
@@ -330,16 +301,13 @@ def save_png(fig: Any, path: Path) -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def plot(model: Union[Model, Path], test_channel: Path, output_dir: Path, *,
-         series: Union[str, Sequence[int], None] = None, train_channel: Optional[Path] = None,
-         seed: int = 42, num_samples: Optional[int] = None) -> PlotResult:
+def plot(model: Model, test_channel: Path, output_dir: Path, *,
+         series: Optional[Sequence[int]] = None, train_channel: Optional[Path] = None,
+         seed: int = DEFAULT_SEED, num_samples: Optional[int] = None) -> PlotResult:
     """Forecast, draw `series-<i>.png` per series and `forecasts.png`, write `plot.json`."""
-    from deepar_cli import modelfolder
-
-    if not isinstance(model, Model):
-        model = modelfolder.load(Path(model))
     items = forecast_series(model, test_channel, series, train_channel=train_channel,
                             seed=seed, num_samples=num_samples)
+    make_output_dir(output_dir)
     num_samples = model.hp.num_eval_samples if num_samples is None else num_samples
     files = []
     for item in items:
@@ -350,7 +318,7 @@ def plot(model: Union[Model, Path], test_channel: Path, output_dir: Path, *,
     grid = output_dir / GRID_FILE
     save_png(grid_figure(shown), grid)
     json_path = output_dir / JSON_FILE
-    modelfolder.write_json(json_path, {
+    write_json(json_path, {
         "model_dir": str(model.path),
         "test": str(test_channel),
         "train": None if train_channel is None else str(train_channel),

@@ -3,41 +3,32 @@
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 
 from deepar_cli import modelfolder
-from deepar_cli.atomic import atomic_dir
+from deepar_cli.atomic import atomic_dir, prepare_dir
 from deepar_cli.dataset import (
     Features,
+    Source,
     check_likelihood_domain,
     read_with_stats,
     require_held_out,
     resolve_features,
+    source_name,
     to_entries,
 )
 from deepar_cli.errors import DataError
 from deepar_cli.hyperparameters import Hyperparameters
+from deepar_cli.seeding import DEFAULT_SEED, seed_everything
 from deepar_cli.windows import MAX_SHUFFLE_BUFFER, epoch_plan, pass_sampler
 
 # An event callback: ("dataset" | "hyperparameters" | "plan" | "epoch" | "final" |
 # "test_metrics", figures). The CLI turns events into log lines or JSON.
 Log = Callable[[str, Dict[str, Any]], None]
-DEFAULT_SEED = 42
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every generator GluonTS and MXNet draw from."""
-    import mxnet as mx
-
-    random.seed(seed)
-    np.random.seed(seed)
-    mx.random.seed(seed)
 
 
 def distribution_output(likelihood: str) -> Any:
@@ -155,15 +146,17 @@ class EpochLogger:
         return True
 
 
-def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
-          test_channel: Optional[Path] = None, seed: int = DEFAULT_SEED, rnn: str = "fused",
+def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
+          test_channel: Optional[Source] = None, seed: int = DEFAULT_SEED, rnn: str = "fused",
           log: Log = lambda event, figures: None) -> Dict[str, Any]:
-    """Train on a channel, save the model folder atomically, score the test channel if any.
+    """Train on a channel (or a GluonTS dataset), save the model folder atomically, score the
+    test channel (or dataset) if any.
 
     Returns the summary written to the model folder's `training.json`.
     """
     from deepar_cli import evaluation
 
+    prepare_dir(model_dir)  # fail before training, not after it
     records, train_stats = read_with_stats(train_channel)
     log("dataset", {"channel": "train", **train_stats.as_dict()})
     check_likelihood_domain(hp, train_stats, train_channel)
@@ -180,8 +173,9 @@ def train(train_channel: Path, hp: Hyperparameters, model_dir: Path, *,
 
     lengths = [e["target"].size for e in entries]
     if max(lengths) < hp.prediction_length:
-        raise DataError(f"{train_channel}: every series is shorter than prediction_length "
-                        f"({hp.prediction_length}); there is nothing to learn a forecast from")
+        raise DataError(f"{source_name(train_channel)}: every series is shorter than "
+                        f"prediction_length ({hp.prediction_length}); there is nothing to "
+                        "learn a forecast from")
     plan = epoch_plan(lengths, hp)
     num_batches = plan["batches_per_epoch"]
     samples = num_batches * hp.mini_batch_size
