@@ -1,39 +1,76 @@
-"""Atomic writes: build under a temporary name beside the target, then rename."""
+"""Atomic outputs: build under a temporary name beside the target, then rename.
+
+A write that fails (an existing file where a folder is wanted, a folder that cannot be
+written, a full disk) raises OutputError naming the target and leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+from deepar_cli.errors import OutputError
 
 # mkstemp/mkdtemp create private (0600/0700) entries; finished outputs get the usual modes.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _failure(path: Path, exc: OSError) -> OutputError:
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return OutputError(f"{path}: cannot be written ({exc.strerror or exc}{where})")
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _failure(path, exc) from None
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _failure(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise _failure(path, exc) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def prepare_dir(path: Path) -> None:
+    """Make sure `atomic_dir(path)` can place its result: its parent exists or can be made,
+    and no file is in the way. Lets long work fail before it starts."""
+    _make_parent(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: cannot be written (a file is in the way of the folder)")
 
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    prepare_dir(path)
+    try:
+        tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp",
+                                         dir=path.parent))
+    except OSError as exc:
+        raise _failure(path, exc) from None
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o777 & ~_UMASK)
@@ -45,5 +82,39 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp_path, path)
+    except OSError as exc:
+        raise _failure(path, exc) from None
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def make_output_dir(path: Path) -> None:
+    """Create a folder for outputs, or raise OutputError (e.g. a file of that name)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _failure(path, exc) from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """The one JSON writer for outputs: atomic, indented, NaN and infinity as null, numpy
+    scalars and arrays as numbers and lists."""
+    text = json.dumps(_plain(data), indent=2, allow_nan=False)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,80 +1,203 @@
 """The `deepar-cli` command: parse options, call one library function, report.
 
-Library errors (deepar_cli.errors) become one-line messages and their own exit codes here,
-and only here.
+One contract for every command: library errors (deepar_cli.errors) become one line,
+`Error: ...`, and their exit code, here and only here:
+
+    64 bad usage (click's own usage errors too)   65 bad data or request
+    66 missing or broken model folder             73 an output that cannot be written
+    78 bad hyperparameters or tuning ranges       1  anything unexpected
+
+A traceback is shown only with `deepar-cli --debug ...` or DEEPAR_CLI_DEBUG=1.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
 from deepar_cli import __version__
-from deepar_cli.errors import DeepARCliError
+from deepar_cli.errors import DeepARCliError, UsageError
 
+EX_USAGE = UsageError.exit_code
+DEBUG_ENV = "DEEPAR_CLI_DEBUG"
 PathType = click.Path(path_type=Path)
 ExistingPath = click.Path(path_type=Path, exists=True)
+MAX_SERIES = 1000  # plot draws one PNG a series: more is a typo, not a plot
 
 
-class _Failure(click.ClickException):
-    def __init__(self, error: DeepARCliError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+# --------------------------------------------------------------------------- parameters
 
 
-def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's typed errors into `Error: ...` and the error's exit code."""
+class QuantilesParam(click.ParamType):
+    """ "0.1,0.5,0.9" -> ("0.1", "0.5", "0.9"): levels in (0, 1), spelled as given."""
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    name = "quantiles"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        keys = tuple(part.strip() for part in str(value).split(","))
+        for key in keys:
+            try:
+                level = float(key)
+            except ValueError:
+                level = float("nan")
+            if not 0 < level < 1:
+                self.fail(f'"{key}" is not a number in (0, 1); give levels like "0.1,0.5,0.9"',
+                          param, ctx)
+        return keys
+
+
+class SeriesParam(click.ParamType):
+    """ "0-4", "0,3,7", "5" or a mix ("0-2,7") -> 0-based indices in order, no repeats."""
+
+    name = "series"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> List[int]:
+        if isinstance(value, list):
+            return value
+        def is_index(text: str) -> bool:  # ASCII digits only: int() refuses "²"
+            return text.strip().isascii() and text.strip().isdigit()
+
+        indices: dict = {}
+        for part in str(value).split(","):
+            low, dash, high = part.strip().partition("-")
+            if not is_index(low) or (dash and not is_index(high)):  # "1-" is no range
+                self.fail(f'cannot read "{part.strip()}"; give 0-based indices like "0-4", '
+                          '"0,3,7" or "5"', param, ctx)
+            first, last = int(low), int(high) if dash else int(low)
+            if last < first:
+                self.fail(f"the range {first}-{last} runs backwards", param, ctx)
+            if last - first + 1 + len(indices) > MAX_SERIES:
+                self.fail(f"names more than {MAX_SERIES} series; plot fewer at a time",
+                          param, ctx)
+            indices.update(dict.fromkeys(range(first, last + 1)))
+        return list(indices)
+
+
+class OutputTypesParam(click.ParamType):
+    """ "mean,quantiles" -> ("mean", "quantiles")."""
+
+    name = "types"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Tuple[str, ...]:
+        from deepar_cli.inference import OUTPUT_TYPES
+
+        if isinstance(value, tuple):
+            return value
+        kinds = tuple(part.strip() for part in str(value).split(","))
+        for kind in kinds:
+            if kind not in OUTPUT_TYPES:
+                self.fail(f'unknown output type "{kind}"; valid: {", ".join(OUTPUT_TYPES)}',
+                          param, ctx)
+        return kinds
+
+
+class InferenceConfigParam(click.ParamType):
+    """A SageMaker inference `configuration` as JSON text."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from deepar_cli.inference import InferenceConfig, config_from_json
+
+        if isinstance(value, InferenceConfig):
+            return value
         try:
-            return command(*args, **kwargs)
+            return config_from_json(value, "the configuration")
         except DeepARCliError as error:
-            raise _Failure(error) from None
-
-    return wrapper
+            self.fail(str(error), param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+NumSamples = click.IntRange(1, 10_000)
+
+
+# --------------------------------------------------------------------------- the group
+
+
+class Group(click.Group):
+    """click's group with the project's exit codes and one-line errors."""
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in args[:next(
+            (i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))]
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            error.exit_code = EX_USAGE
+            error.show()
+            sys.exit(EX_USAGE)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(130)
+        except DeepARCliError as error:
+            if debug:
+                raise
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except Exception as error:  # a bug: one line unless asked for the traceback
+            if debug:
+                raise
+            click.echo(f"Error: unexpected {type(error).__name__}: {error} (run with "
+                       f"--debug or {DEBUG_ENV}=1 for the traceback)", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="deepar-cli")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+def main(debug: bool) -> None:
     """Amazon SageMaker's DeepAR workflow, done locally on GluonTS.
 
     generate -> train -> evaluate / plot / predict / serve, with SageMaker's
-    JSON Lines formats and hyperparameters.
+    JSON Lines formats and hyperparameters; tune searches the hyperparameters.
     """
+    from deepar_cli.threads import use_cores
+
+    use_cores()  # before any command imports MXNet, which sizes its pool once
+
+
+# --------------------------------------------------------------------------- commands
 
 
 @main.command()
 @click.option("--output-dir", type=PathType, default=Path("data"), show_default=True,
               help="Folder for train and test files.")
-@click.option("--num-series", type=int, default=200, show_default=True)
-@click.option("--length", type=int, default=400, show_default=True,
+@click.option("--num-series", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--length", type=click.IntRange(2), default=400, show_default=True,
               help="Points per full (test) series.")
-@click.option("--period", type=int, default=24, show_default=True, help="Seasonal period.")
+@click.option("--period", type=click.IntRange(1), default=24, show_default=True,
+              help="Seasonal period.")
 @click.option("--freq", default="H", show_default=True, help="SageMaker time_freq.")
 @click.option("--start", default="2016-01-01 00:00:00", show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="np.random.seed value.")
-@click.option("--prediction-length", type=int, default=48, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True,
+              help="np.random.seed value.")
+@click.option("--prediction-length", type=click.IntRange(1), default=48, show_default=True,
               help="Points held out of train.")
 @click.option("--format", "fmt", type=click.Choice(["json", "jsonl", "json.gz", "parquet"]),
               default="json", show_default=True)
-@click.option("--num-categories", type=int, default=0, show_default=True,
+@click.option("--num-categories", type=click.IntRange(0), default=0, show_default=True,
               help="Add a `cat` field: series k gets group k mod N (0 = no field).")
-@click.option("--num-dynamic-feat", type=int, default=0, show_default=True,
+@click.option("--num-dynamic-feat", type=click.IntRange(0), default=0, show_default=True,
               help="Add N seasonal `dynamic_feat` series (0 = no field).")
-@reports_errors
 def generate(output_dir: Path, fmt: str, **options: Any) -> None:
     """Write the SageMaker notebook's synthetic train and test channels."""
-    from deepar_cli.records import output_suffix, write_records
+    from deepar_cli.channels import output_suffix, write_records
     from deepar_cli.synthetic import SyntheticSpec, generate as make
 
-    spec = SyntheticSpec(**options)
-    train, test = make(spec)
+    train, test = make(SyntheticSpec(**options))
     suffix = output_suffix(fmt)
     for name, records in (("train", train), ("test", test)):
         path = output_dir / f"{name}{suffix}"
@@ -100,6 +223,12 @@ def _progress(quiet: bool) -> Any:
     return env._let(use_tqdm=not quiet and sys.stderr.isatty())
 
 
+def _load_model(model_dir: Path) -> Any:
+    from deepar_cli import modelfolder
+
+    return modelfolder.load(model_dir)
+
+
 @main.command()
 @click.option("--train", "train_channel", type=ExistingPath, required=True,
               help="Train channel: a file or a folder of JSON Lines/Parquet files.")
@@ -118,36 +247,20 @@ def _progress(quiet: bool) -> Any:
               help="LSTM kernel for training: fused (fast; dropout_rate as dropout on each "
                    "layer's output) or gluonts (GluonTS's cell-by-cell unroll with zoneout).")
 @_hyperparameter_options
-@reports_errors
-def train(train_channel: Path, test_channel: Path | None, hp_file: Path | None, model_dir: Path,
-          seed: int, quiet: bool, log_format: str, log_file: Path | None, rnn: str,
-          **options: Any) -> None:
+def train(train_channel: Path, test_channel: Optional[Path], hp_file: Optional[Path],
+          model_dir: Path, seed: int, quiet: bool, log_format: str, log_file: Optional[Path],
+          rnn: str, **options: Any) -> None:
     """Train DeepAR on a train channel with SageMaker's hyperparameters."""
     from deepar_cli import hyperparameters
     from deepar_cli.reporting import Reporter
     from deepar_cli.training import train as run
 
     hp = hyperparameters.load(hp_file, options)
-    reporter = Reporter(log_format, log_file=log_file)
-    try:
-        with _progress(quiet):
-            run(train_channel, hp, model_dir, test_channel=test_channel, seed=seed, rnn=rnn,
-                log=reporter)
-    finally:
-        reporter.close()
+    with Reporter(log_format, log_file=log_file) as reporter, _progress(quiet):
+        run(train_channel, hp, model_dir, test_channel=test_channel, seed=seed, rnn=rnn,
+            log=reporter)
     if log_format == "text":
         click.echo(f"model saved to {model_dir}")
-
-
-def _comma_list(text: str | None) -> list[str] | None:
-    """ "mean, quantiles" -> ["mean", "quantiles"]; None stays None."""
-    return [part.strip() for part in text.split(",")] if text else None
-
-
-def _load_model(model_dir: Path) -> Any:
-    from deepar_cli import modelfolder
-
-    return modelfolder.load(model_dir)
 
 
 @main.command()
@@ -156,55 +269,71 @@ def _load_model(model_dir: Path) -> Any:
               help="Test channel: full series; the last prediction_length points are scored.")
 @click.option("--output-dir", type=PathType, default=None,
               help="Where metrics.json and per_series.csv go (default: MODEL_DIR/evaluation).")
-@click.option("--quantiles", default=None, help='Quantiles to score, e.g. "0.1,0.5,0.9".')
-@click.option("--num-samples", type=click.IntRange(1, 10_000), default=None,
+@click.option("--quantiles", type=QuantilesParam(), default=None,
+              help='Quantiles to score, e.g. "0.1,0.5,0.9" (default: the model\'s '
+                   "test_quantiles).")
+@click.option("--num-samples", type=NumSamples, default=None,
               help="Sample paths per series (default: the model's num_eval_samples).")
 @click.option("--windows", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Rolling backtest windows, each prediction_length further back.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@reports_errors
-def evaluate(model_dir: Path, test_channel: Path, output_dir: Path | None, quantiles: str | None,
-             num_samples: int | None, windows: int, seed: int, quiet: bool) -> None:
+def evaluate(model_dir: Path, test_channel: Path, output_dir: Optional[Path],
+             quantiles: Optional[Tuple[str, ...]], num_samples: Optional[int], windows: int,
+             seed: int, quiet: bool) -> None:
     """Backtest a model on a test channel with the GluonTS Evaluator."""
-    from deepar_cli.evaluation import evaluate_channel, format_table, parse_quantiles
+    from deepar_cli.evaluation import evaluate_channel, format_table
 
     model = _load_model(model_dir)
-    levels = parse_quantiles(quantiles) if quantiles else None
     output_dir = output_dir or model_dir / "evaluation"
     with _progress(quiet):
-        result = evaluate_channel(model, test_channel, output_dir, seed=seed, quantiles=levels,
+        result = evaluate_channel(model, test_channel, output_dir, seed=seed,
+                                  quantiles=[float(q) for q in quantiles] if quantiles else None,
                                   num_samples=num_samples, windows=windows)
     click.echo(format_table(result))
     click.echo(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'per_series.csv'}")
 
 
+def _inference_config(config: Any, overrides: dict) -> Tuple[Any, bool]:
+    """--config (else $DEEPAR_INFERENCE_CONFIG, else SageMaker's defaults) with single
+    options on top; and whether the user configured anything on the command line."""
+    from deepar_cli.inference import config_from_environment
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        base = config if config is not None else config_from_environment()
+        return dataclasses.replace(base, **given), config is not None or bool(given)
+    except DeepARCliError as error:
+        raise click.UsageError(str(error)) from None
+
+
 @main.command()
 @click.option("--model-dir", type=PathType, required=True)
-@click.option("--input", "input_path", type=click.Path(path_type=Path, allow_dash=True),
+@click.option("--input", "input_path", type=click.Path(path_type=Path, allow_dash=True,
+                                                       exists=True, dir_okay=False),
               required=True, help="JSON Lines of records, or one endpoint request; - for stdin.")
 @click.option("--output", "output_path", type=click.Path(path_type=Path, allow_dash=True),
               required=True, help="Where predictions go; - for stdout.")
-@click.option("--config", "config_json", default=None,
+@click.option("--config", type=InferenceConfigParam(), default=None,
               help="Inference configuration as JSON (default: $DEEPAR_INFERENCE_CONFIG).")
-@click.option("--num-samples", type=int, default=None)
-@click.option("--output-types", default=None, help='e.g. "mean,quantiles,samples".')
-@click.option("--quantiles", default=None, help='e.g. "0.1,0.5,0.9".')
+@click.option("--num-samples", type=NumSamples, default=None)
+@click.option("--output-types", type=OutputTypesParam(), default=None,
+              help='e.g. "mean,quantiles,samples".')
+@click.option("--quantiles", type=QuantilesParam(), default=None, help='e.g. "0.1,0.5,0.9".')
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@reports_errors
-def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: str | None,
-            num_samples: int | None, output_types: str | None, quantiles: str | None,
-            seed: int, quiet: bool) -> None:
+def predict(model_dir: Path, input_path: Path, output_path: Path, config: Any,
+            num_samples: Optional[int], output_types: Optional[Tuple[str, ...]],
+            quantiles: Optional[Tuple[str, ...]], seed: int, quiet: bool) -> None:
     """Batch transform: SageMaker DeepAR records in, prediction objects out."""
     from deepar_cli.inference import run_batch_transform
 
-    count = run_batch_transform(
-        _load_model(model_dir), input_path, output_path, config_json=config_json,
-        overrides={"num_samples": num_samples,
-                   "output_types": _comma_list(output_types),
-                   "quantiles": _comma_list(quantiles)},
-        seed=seed, progress=not quiet and sys.stderr.isatty())
+    config, given = _inference_config(config, {"num_samples": num_samples,
+                                               "output_types": output_types,
+                                               "quantiles": quantiles})
+    count = run_batch_transform(_load_model(model_dir), input_path, output_path, config,
+                                seed=seed, config_given=given,
+                                progress=not quiet and sys.stderr.isatty())
     if str(output_path) != "-":
         click.echo(f"wrote {count} predictions to {output_path}")
 
@@ -213,7 +342,7 @@ def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: s
 @click.option("--model-dir", type=PathType, required=True, help="A model folder from `train`.")
 @click.option("--test", "test_channel", type=ExistingPath, required=True,
               help="Test channel; each series' last prediction_length points are the truth.")
-@click.option("--series", "series", default=None, metavar="SPEC",
+@click.option("--series", type=SeriesParam(), default=None, metavar="SPEC",
               help='0-based series to plot: "0-4", "0,3,7" or "5".  [default: the first 5]')
 @click.option("--output-dir", type=PathType, required=True,
               help="Folder for series-<i>.png, forecasts.png and plot.json.")
@@ -221,16 +350,16 @@ def predict(model_dir: Path, input_path: Path, output_path: Path, config_json: s
               help="Forecast from the train record instead; the test record's extra points "
                    "are the truth.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--num-samples", type=int, default=None,
+@click.option("--num-samples", type=NumSamples, default=None,
               help="Sample paths per forecast.  [default: the model's num_eval_samples]")
 @click.option("--quiet", is_flag=True, help="Do not list the files written.")
-@reports_errors
-def plot(model_dir: Path, test_channel: Path, series: str | None, output_dir: Path,
-         train_channel: Path | None, seed: int, num_samples: int | None, quiet: bool) -> None:
+def plot(model_dir: Path, test_channel: Path, series: Optional[List[int]], output_dir: Path,
+         train_channel: Optional[Path], seed: int, num_samples: Optional[int],
+         quiet: bool) -> None:
     """Draw the notebook's picture: observed target, p50 forecast and p10-p90 band."""
     from deepar_cli.plotting import describe, plot as draw
 
-    result = draw(model_dir, test_channel, output_dir, series=series,
+    result = draw(_load_model(model_dir), test_channel, output_dir, series=series,
                   train_channel=train_channel, seed=seed, num_samples=num_samples)
     if not quiet:
         for line in describe(result):
@@ -251,7 +380,6 @@ def plot(model_dir: Path, test_channel: Path, series: str | None, output_dir: Pa
               help="Every request is forecast from this seed, as `predict --seed` does.")
 @click.option("--max-payload-mb", type=click.FloatRange(0, 1024, min_open=True), default=6.0,
               show_default=True, help="Larger request bodies get 413 (SageMaker: 6 MB).")
-@reports_errors
 def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int, seed: int,
           max_payload_mb: float) -> None:
     """The endpoint: SageMaker's DeepAR GET /ping and POST /invocations over HTTP.
@@ -260,7 +388,84 @@ def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int, see
     records (configuration from $DEEPAR_INFERENCE_CONFIG) are answered byte for byte as
     `predict` answers them. Stops gracefully on SIGTERM or Ctrl-C.
     """
-    from deepar_cli.server import serve as run
+    from deepar_cli.gunicorn_app import serve as run
 
+    lines_config, _ = _inference_config(None, {})
     run(model_dir, host=host, port=port, workers=workers, timeout=timeout, seed=seed,
-        max_payload_mb=max_payload_mb)
+        max_payload_mb=max_payload_mb, lines_config=lines_config)
+
+
+def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that override single fields of the tuning config."""
+    from deepar_cli.tuning_config import OBJECTIVES, STRATEGIES
+
+    for option in reversed([
+        click.option("--strategy", type=click.Choice(STRATEGIES),
+                     help="Strategy (default: the config's, else Bayesian)."),
+        click.option("--objective", type=click.Choice(OBJECTIVES),
+                     help="HyperParameterTuningJobObjective.MetricName "
+                          "(default: the config's, else test:mean_wQuantileLoss)."),
+        click.option("--max-trials", type=click.IntRange(1, 100_000),
+                     help="ResourceLimits.MaxNumberOfTrainingJobs, over every process "
+                          "sharing the study (default: the config's, else 20)."),
+        click.option("--max-parallel", type=click.IntRange(1, 64),
+                     help="ResourceLimits.MaxParallelTrainingJobs: trials at once here, "
+                          "sharing the cores (default: the config's, else 1)."),
+    ]):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.option("--train", "train_channel", type=ExistingPath, required=True,
+              help="Train channel: a file or a folder of JSON Lines/Parquet files.")
+@click.option("--test", "test_channel", type=ExistingPath,
+              help="Test channel for the objective (default: the last prediction_length "
+                   "points of each training series, held out).")
+@click.option("--hyperparameters", "hp_file", type=ExistingPath, required=True,
+              help="Static hyperparameters.json: what every trial shares.")
+@click.option("--tuning-config", "config_file", type=ExistingPath,
+              help="SageMaker HyperParameterTuningJobConfig JSON (default: built-in ranges "
+                   "for what the static file leaves out).")
+@click.option("--output-dir", type=PathType, required=True,
+              help="Folder for the study, trials, best hyperparameters and model.")
+@_tuning_options
+@click.option("--storage", metavar="URL",
+              help="Optuna storage URL several machines share, e.g. postgresql://host/db "
+                   "(default: sqlite in OUTPUT_DIR/study.db).")
+@click.option("--study-name", default="deepar-cli-tune", show_default=True)
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="After a held-out objective, train the best hyperparameters once more on "
+                   "the whole train channel.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Every trial's training seed, as `train --seed`.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text or as one JSON object a line.")
+@click.option("--log-file", type=PathType, help="Also write every log event as JSON lines.")
+def tune(train_channel: Path, test_channel: Optional[Path], hp_file: Path,
+         config_file: Optional[Path], output_dir: Path, quiet: bool, log_format: str,
+         log_file: Optional[Path], **options: Any) -> None:
+    """SageMaker's automatic model tuning: many `train` runs over ranges, the best kept.
+
+    Bayesian (TPE), Random, Grid or Hyperband search on Optuna; an interrupted or
+    shared study resumes from its storage.
+    """
+    import signal
+
+    from deepar_cli.reporting import Reporter
+    from deepar_cli.tuning import tune as run
+
+    with Reporter(log_format, log_file=log_file) as reporter, _progress(quiet):
+        result = run(train_channel, hp_file, output_dir, test_channel=test_channel,
+                     config_file=config_file, log=reporter,
+                     progress=not quiet and sys.stderr.isatty(), **options)
+    if result.signal is not None:
+        done = sum(result.counts[k] for k in ("complete", "pruned", "failed"))
+        click.echo(f"Error: stopped by {signal.Signals(result.signal).name}; {done} finished "
+                   f"trials are saved in the study: run the same command again to resume",
+                   err=True)
+        sys.exit(128 + result.signal)
+    if log_format == "text":
+        for path in result.files:
+            click.echo(f"wrote {path}")

@@ -1,17 +1,29 @@
-"""Records -> GluonTS entries, with SageMaker's rules for `cat` and `dynamic_feat`."""
+"""Records -> GluonTS entries, with SageMaker's rules for `cat` and `dynamic_feat`; and
+GluonTS datasets -> records, so a dataset goes wherever a channel goes."""
 
 from __future__ import annotations
 
+import datetime
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
+from deepar_cli.channels import check_consistency, read_channel
 from deepar_cli.errors import DataError, HyperparameterError
 from deepar_cli.hyperparameters import Hyperparameters
-from deepar_cli.records import DatasetStats, Record, read_channel
+from deepar_cli.records import Record, parse_record, show_value
+from deepar_cli.stats import DatasetStats
+
+# Where records come from: a channel (a file or folder) or a GluonTS dataset (any iterable
+# of data entries, e.g. a ListDataset).
+Source = Union[str, "os.PathLike[str]", Iterable[Mapping[str, Any]]]
+# SageMaker's record fields under GluonTS's names.
+GLUONTS_FIELDS = {"start": "start", "target": "target", "cat": "feat_static_cat",
+                  "dynamic_feat": "feat_dynamic_real"}
 
 
 @dataclass(frozen=True)
@@ -64,19 +76,19 @@ def resolve_features(hp: Hyperparameters, stats: DatasetStats) -> Features:
     return Features(cardinality, num_feat)
 
 
-def check_likelihood_domain(hp: Hyperparameters, stats: DatasetStats, channel: Path) -> None:
+def check_likelihood_domain(hp: Hyperparameters, stats: DatasetStats, source: Source) -> None:
     """Beta needs targets in (0, 1) and negative-binomial needs counts >= 0."""
     if stats.num_observations == stats.num_missing:
         return
     if hp.likelihood == "beta" and (stats.min_target <= 0 or stats.max_target >= 1):
         raise DataError(
-            f'{channel}: likelihood "beta" needs every target in (0, 1), but the targets span '
-            f"[{stats.min_target:g}, {stats.max_target:g}]"
+            f'{source_name(source)}: likelihood "beta" needs every target in (0, 1), but the '
+            f"targets span [{stats.min_target:g}, {stats.max_target:g}]"
         )
     if hp.likelihood == "negative-binomial" and stats.min_target < 0:
         raise DataError(
-            f'{channel}: likelihood "negative-binomial" needs non-negative targets, but the '
-            f"smallest is {stats.min_target:g}"
+            f'{source_name(source)}: likelihood "negative-binomial" needs non-negative '
+            f"targets, but the smallest is {stats.min_target:g}"
         )
 
 
@@ -124,11 +136,23 @@ def require_held_out(records: Iterable[Record], prediction_length: int, why: str
                             f"prediction_length ({prediction_length}){why}")
 
 
-def read_with_stats(channel: Path) -> Tuple[List[Record], DatasetStats]:
-    """Read and summarize a channel, keeping the records."""
+def source_name(source: Source) -> str:
+    """How messages name a source: the channel's path, or "the dataset"."""
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the dataset"
+
+
+def read_records(source: Source) -> Iterator[Record]:
+    """Stream the validated records of a channel or of a GluonTS dataset."""
+    if isinstance(source, (str, os.PathLike)):
+        return read_channel(Path(source))
+    return entry_records(source)
+
+
+def read_with_stats(source: Source) -> Tuple[List[Record], DatasetStats]:
+    """Read and summarize a channel or a GluonTS dataset, keeping the records."""
     stats = DatasetStats()
     records = []
-    for record in read_channel(channel):
+    for record in read_records(source):
         stats.add(record)
         records.append(record)
     return records, stats
@@ -136,3 +160,77 @@ def read_with_stats(channel: Path) -> Tuple[List[Record], DatasetStats]:
 
 def to_entries(records: Iterable[Record], freq: str, features: Features) -> List[Dict[str, Any]]:
     return [to_entry(r, freq, features) for r in records]
+
+
+# --------------------------------------------------------------------------- GluonTS datasets
+
+
+def gluonts_fields(record: Record) -> Dict[str, Any]:
+    """Every field a record holds, under GluonTS's names (ListDataset makes the arrays)."""
+    values = {"start": record.start, "target": record.target, "cat": record.cat,
+              "dynamic_feat": record.dynamic_feat}
+    return {GLUONTS_FIELDS[name]: value for name, value in values.items() if value is not None}
+
+
+def entry_records(entries: Iterable[Mapping[str, Any]], *, extra_feat_length: int = 0,
+                  features: Optional[Features] = None) -> Iterator[Record]:
+    """Validate GluonTS data entries as SageMaker records, one at a time, with a channel's
+    rules; `extra_feat_length` as in `parse_record`. With `features`, the fields the model
+    does not use are ignored, as `predict` ignores them.
+
+    Raises DataError naming "dataset entry N" (0-based) and the field, under GluonTS's
+    names, on the first bad entry, and when there is no entry at all.
+    """
+    first: Optional[Record] = None
+    for index, entry in enumerate(entries):
+        where = f"dataset entry {index}"
+        if not isinstance(entry, Mapping):
+            raise DataError(f"{where}: an entry must be a dict, got {show_value(entry)}")
+        try:
+            record = parse_record(_record_object(entry, features),
+                                  extra_feat_length=extra_feat_length)
+            record.source = where
+            if first is None:
+                first = record
+            else:
+                check_consistency(record, first, where)
+        except (ValueError, DataError) as exc:
+            message = str(exc) if isinstance(exc, DataError) else f"{where}: {exc}"
+            for name in ("cat", "dynamic_feat"):
+                message = message.replace(f'"{name}"', f'"{GLUONTS_FIELDS[name]}"')
+            raise DataError(message) from None
+        yield record
+    if first is None:
+        raise DataError("the dataset is empty (no entries)")
+
+
+def _record_object(entry: Mapping[str, Any], features: Optional[Features]) -> Dict[str, Any]:
+    """A data entry as the JSON object `parse_record` reads: numpy values as lists, the
+    start as a timestamp string, integral `cat` floats as integers."""
+    unused = set()
+    if features is not None and features.cardinality is None:
+        unused.add("cat")
+    if features is not None and not features.num_dynamic_feat:
+        unused.add("dynamic_feat")
+    obj = {name: _plain(entry[field]) for name, field in GLUONTS_FIELDS.items()
+           if name != "start" and entry.get(field) is not None and name not in unused}
+    start = entry.get("start")
+    if isinstance(start, pd.Period):
+        start = start.to_timestamp()
+    if isinstance(start, (datetime.date, np.datetime64)):  # pd.Timestamp is a datetime
+        start = str(pd.Timestamp(start))
+    if start is not None:
+        obj["start"] = start
+    if isinstance(obj.get("cat"), list):
+        obj["cat"] = [int(v) if isinstance(v, float) and v.is_integer() else v
+                      for v in obj["cat"]]
+    return obj
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars (also inside lists and tuples) as Python lists and numbers."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

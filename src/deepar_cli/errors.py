@@ -33,6 +33,12 @@ class ModelError(DeepARCliError):
     exit_code = 66
 
 
+class OutputError(DeepARCliError):
+    """An output that cannot be written (EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
 class RequestError(DeepARCliError):
     """An inference request or configuration that SageMaker's DeepAR would refuse."""
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Dict, Optional
 
-from deepar_cli.errors import UsageError
-from deepar_cli.records import summary_lines
+from deepar_cli.errors import OutputError
+from deepar_cli.stats import summary_lines
 
 
 def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
@@ -37,7 +37,16 @@ def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
                 f"{figures['epochs_run']} epochs in {figures['train_seconds']} s, "
                 f"{figures['train_samples_per_second']} samples/s)")
     if event == "test_metrics":
-        return "\n".join(f"#test_score ({name}): {value:.6g}" for name, value in figures.items())
+        scores = [f"#test_score ({name}): {value:.6g}" for name, value in figures.items()
+                  if not name.startswith("Coverage")]
+        coverage = [f"{name[9:-1]}: {value:.3g}" for name, value in figures.items()
+                    if name.startswith("Coverage")]
+        return "\n".join(scores + ["coverage (share of the truth below each quantile): "
+                                   + ", ".join(coverage)] * bool(coverage))
+    if event in ("tune", "trial", "waiting", "best", "model"):
+        from deepar_cli.tuning import describe_event
+
+        return describe_event(event, figures)
     return None
 
 
@@ -54,7 +63,7 @@ class Reporter:
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 self.log_file = open(log_file, "w")
             except OSError as exc:
-                raise UsageError(
+                raise OutputError(
                     f"{log_file}: cannot write the log file ({exc.strerror})"
                 ) from None
 
@@ -70,3 +79,9 @@ class Reporter:
     def close(self) -> None:
         if self.log_file:
             self.log_file.close()
+
+    def __enter__(self) -> "Reporter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

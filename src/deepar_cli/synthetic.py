@@ -27,28 +27,21 @@ class SyntheticSpec:
     num_categories: int = 0
     num_dynamic_feat: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         """Refuse settings that cannot make a train/test split."""
-        if self.num_series < 1:
-            raise UsageError(f"--num-series must be at least 1, got {self.num_series}")
-        if self.prediction_length < 1:
-            raise UsageError(
-                f"--prediction-length must be at least 1, got {self.prediction_length}"
-            )
+        for name in ("num_series", "prediction_length", "period"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.length <= self.prediction_length:
-            raise UsageError(
-                f"--length ({self.length}) must be greater than "
-                f"--prediction-length ({self.prediction_length})"
-            )
-        if self.period < 1:
-            raise UsageError(f"--period must be at least 1, got {self.period}")
+            raise UsageError(f"length ({self.length}) must be greater than prediction_length "
+                             f"({self.prediction_length})")
         if self.num_categories < 0 or self.num_dynamic_feat < 0:
-            raise UsageError("--num-categories and --num-dynamic-feat must not be negative")
+            raise UsageError("num_categories and num_dynamic_feat must not be negative")
         pandas_freq(self.freq)
         try:
             pd.Timestamp(self.start)
         except (ValueError, TypeError):
-            raise UsageError(f'--start must be a timestamp like "2016-01-01 00:00:00", '
+            raise UsageError(f'start must be a timestamp like "2016-01-01 00:00:00", '
                              f'got "{self.start}"') from None
 
 
@@ -69,7 +62,6 @@ def notebook_series(spec: SyntheticSpec) -> np.ndarray:
 def generate(spec: SyntheticSpec) -> tuple[List[Record], List[Record]]:
     """Return (train, test) records: test holds full series, train drops the last
     `prediction_length` points of each."""
-    spec.validate()
     targets = notebook_series(spec)
     start = str(pd.Timestamp(spec.start))
     # Optional fields come from their own generator so the targets stay the notebook's.
