@@ -116,12 +116,20 @@ class SeriesNoise:
         self.step = 0
         self._standard: Dict[str, Any] = {}
 
+    def runs(self) -> Iterator[Tuple[np.random.Generator, slice]]:
+        """(generator, its rows) for each run of consecutive series sharing a generator:
+        one per series, except the padding of a short batch, which shares one."""
+        first = 0
+        for index, generator in enumerate(self.generators):
+            if index + 1 == len(self.generators) or self.generators[index + 1] is not generator:
+                yield generator, slice(first * self.samples, (index + 1) * self.samples)
+                first = index + 1
+
     def draw(self, sampler: Any, *params: np.ndarray) -> np.ndarray:
-        """`sampler(generator, *params_of_one_series)` for each series, stacked back."""
+        """`sampler(generator, *params_of_its_rows)` for each run of series, stacked back."""
         shape = params[0].shape
-        per_series = [p.reshape(len(self.generators), self.samples) for p in params]
-        out = [sampler(g, *(p[i] for p in per_series))
-               for i, g in enumerate(self.generators)]
+        flat = [p.reshape(-1) for p in params]
+        out = [sampler(g, *(p[rows] for p in flat)) for g, rows in self.runs()]
         return np.concatenate(out).reshape(shape)
 
     def standard(self, kind: str, dtype: Any) -> Any:
@@ -133,8 +141,10 @@ class SeriesNoise:
         import mxnet as mx
 
         if kind not in self._standard:
-            noise = np.stack([getattr(g, kind)(size=(self.horizon, self.samples))
-                              for g in self.generators])  # (series, horizon, samples)
+            noise = np.concatenate([  # (series, horizon, samples)
+                getattr(g, kind)(size=((rows.stop - rows.start) // self.samples,
+                                       self.horizon, self.samples))
+                for g, rows in self.runs()])
             self._standard[kind] = mx.nd.array(
                 noise.transpose(0, 2, 1).reshape(-1, self.horizon), dtype=dtype)
         column = self._standard[kind].slice_axis(axis=1, begin=self.step, end=self.step + 1)
@@ -222,6 +232,17 @@ def _batches(entries: Iterable[Dict[str, Any]], size: int
         yield batch
 
 
+def _pad(array: Any, rows: int) -> Any:
+    """`array` with its last row repeated `rows` more times: what transforming that many
+    copies of the last entry gives, without transforming them (a short batch of one series
+    and one sample would otherwise transform 3,199 copies)."""
+    if not rows:
+        return array
+    import mxnet as mx
+
+    return mx.nd.concat(array, array[-1:].repeat(repeats=rows, axis=0), dim=0)
+
+
 def sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], *, num_samples: int,
                  seed: int) -> Iterator[Any]:
     """Forecast GluonTS entries: one `Forecast` (samples: (num_samples, prediction_length),
@@ -247,14 +268,14 @@ def sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], *, num_sampl
             generators = [np.random.Generator(np.random.PCG64(series_seed(seed, e)))
                           for e in batch]
             padding = per_batch - len(batch)  # copies of the last series, forecast unread
-            generators += [np.random.Generator(np.random.PCG64(0)) for _ in range(padding)]
+            generators += [np.random.Generator(np.random.PCG64(0))] * padding  # one, shared
             net.distr_output = SeededOutput(output, SeriesNoise(generators, num_samples,
                                                                 predictor.prediction_length))
-            data = batchify(list(predictor.input_transform(batch + batch[-1:] * padding,
-                                                           is_train=False)),
+            data = batchify(list(predictor.input_transform(batch, is_train=False)),
                             ctx=predictor.ctx, dtype=predictor.dtype)
             with mx.Context(predictor.ctx):
-                samples = net(*[data[name] for name in predictor.input_names]).asnumpy()
+                samples = net(*[_pad(data[name], padding)
+                                for name in predictor.input_names]).asnumpy()
             for i, paths in enumerate(samples[:len(batch)]):
                 yield forecast(paths, start_date=data[FieldName.FORECAST_START][i])
     finally:
