@@ -55,17 +55,23 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 def prepare_dir(path: Path) -> None:
-    """Make sure `atomic_dir(path)` can place its result: its parent exists or can be made,
-    and no file is in the way. Lets long work fail before it starts."""
-    _make_parent(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{path}: cannot be written (a file is in the way of the folder)")
+    """Check, creating nothing, that `atomic_dir(path)` can place its result: no file is
+    in the way of it or of a folder above it. Lets long work fail before it starts."""
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise OutputError(f"{path}: cannot be written ({place} is a file, not a "
+                                  "folder)")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise OutputError(f"{path}: cannot be written ({place} is not writable)")
+            return
 
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
     prepare_dir(path)
+    _make_parent(path)
     try:
         tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp",
                                          dir=path.parent))

@@ -109,7 +109,7 @@ class InferenceConfigParam(click.ParamType):
         if isinstance(value, InferenceConfig):
             return value
         try:
-            return config_from_json(value, "the configuration")
+            return config_from_json(value)
         except DeepARCliError as error:
             self.fail(str(error), param, ctx)
 
@@ -303,8 +303,8 @@ def _inference_config(config: Any, overrides: dict) -> Tuple[Any, bool]:
     try:
         base = config if config is not None else config_from_environment()
         return dataclasses.replace(base, **given), config is not None or bool(given)
-    except DeepARCliError as error:
-        raise click.UsageError(str(error)) from None
+    except DeepARCliError as error:  # the environment's configuration: a usage error
+        raise UsageError(str(error)) from None
 
 
 @main.command()

@@ -10,7 +10,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
@@ -247,14 +247,15 @@ def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: Infer
     return count
 
 
-def config_from_json(text: str, source: str) -> InferenceConfig:
-    """A configuration given as JSON text; errors name `source`."""
+def config_from_json(text: str, source: Optional[str] = None) -> InferenceConfig:
+    """A configuration given as JSON text; errors begin with `source` when given."""
     try:
         return InferenceConfig.parse(json.loads(text))
     except json.JSONDecodeError as exc:
-        raise RequestError(f"{source} is not valid JSON ({exc.msg})") from None
+        raise RequestError(f"{source or 'the configuration'} is not valid JSON ({exc.msg})"
+                           ) from None
     except RequestError as exc:
-        raise RequestError(f"{source}: {exc}") from None
+        raise RequestError(f"{source}: {exc}" if source else str(exc)) from None
 
 
 def config_from_environment(environ: Mapping[str, str] = os.environ) -> InferenceConfig:
