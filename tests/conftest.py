@@ -1,56 +1,45 @@
-"""Shared fixtures: a seed, tiny channels, a tiny hyperparameter set, a CLI runner."""
+"""Shared fixtures: a seed, tiny channels, a CLI runner, and tiny models trained once per
+session (tests that only need *a* model use these instead of training their own).
+
+Names that tests import (sizes, hyperparameters, helpers) live in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK_HYPERPARAMETERS = REPO / "data" / "hyperparameters.json"
-
-# The tiny synthetic data set every training test uses.
-TINY_SERIES = 8
-TINY_LENGTH = 60
-TINY_PREDICTION_LENGTH = 12
+# Used here, and re-exported for modules that still import from conftest (test_tune
+# imports the sizes and NOTEBOOK_HYPERPARAMETERS): import them from helpers instead.
+from helpers import (  # noqa: F401
+    NOTEBOOK_HYPERPARAMETERS,
+    SEED,
+    TINY_HP,
+    TINY_LENGTH,
+    TINY_PREDICTION_LENGTH,
+    TINY_SERIES,
+    Events,
+    hp_args,
+    tiny_channels,
+    write_lines,
+)
 
 
 @pytest.fixture
 def seed() -> int:
     """The seed training tests pass to `train` (the CLI's default)."""
-    return 42
+    return SEED
 
 
 @pytest.fixture
 def tiny_hp() -> Dict[str, Any]:
     """Raw hyperparameters (as a hyperparameters.json would hold them) for a run of a second."""
-    return {
-        "time_freq": "H",
-        "context_length": 12,
-        "prediction_length": TINY_PREDICTION_LENGTH,
-        "epochs": 1,
-        "mini_batch_size": 8,
-        "num_cells": 8,
-        "num_layers": 1,
-        "num_eval_samples": 10,
-    }
-
-
-def hp_args(values: Dict[str, Any]) -> List[str]:
-    """Hyperparameters as `deepar-cli train` options (`--name value`)."""
-    args: List[str] = []
-    for name, value in values.items():
-        args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
-    return args
-
-
-@pytest.fixture
-def to_args() -> Callable[[Dict[str, Any]], List[str]]:
-    return hp_args
+    return dict(TINY_HP)
 
 
 @pytest.fixture
@@ -61,7 +50,7 @@ def runner() -> CliRunner:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The notebook's generator, shrunk: 8 series, 60 points, last 12 held out of train."""
-    from deepar_cli.records import write_records
+    from deepar_cli.channels import write_records
     from deepar_cli.synthetic import SyntheticSpec, generate
 
     folder = tmp_path_factory.mktemp("tiny")
@@ -76,7 +65,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def tiny_feature_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """Tiny data with a `cat` (3 groups) and two `dynamic_feat` series per record."""
-    from deepar_cli.records import write_records
+    from deepar_cli.channels import write_records
     from deepar_cli.synthetic import SyntheticSpec, generate
 
     folder = tmp_path_factory.mktemp("tiny_feat")
@@ -88,13 +77,22 @@ def tiny_feature_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespa
     return SimpleNamespace(folder=folder, train=folder / "train.json", test=folder / "test.json")
 
 
-def write_lines(path: Path, lines: Iterable[Any]) -> Path:
-    """Write a JSON Lines file: strings as they are, anything else through json.dumps."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        for line in lines:
-            handle.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
-    return path
+@pytest.fixture(scope="session")
+def unit_interval_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Targets strictly inside (0, 1), for the beta likelihood."""
+    rs = np.random.RandomState(0)
+    train, test = tiny_channels(tmp_path_factory.mktemp("beta"), lambda k, t: np.clip(
+        0.5 + 0.3 * np.sin(2 * np.pi * t / 24 + k) + 0.05 * rs.randn(t.size), 0.02, 0.98))
+    return SimpleNamespace(train=train, test=test)
+
+
+@pytest.fixture(scope="session")
+def count_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Non-negative integer counts, for the negative-binomial likelihood."""
+    rs = np.random.RandomState(0)
+    train, test = tiny_channels(tmp_path_factory.mktemp("counts"),
+                                lambda k, t: rs.poisson(3 + 2 * np.sin(2 * np.pi * t / 24 + k)))
+    return SimpleNamespace(train=train, test=test)
 
 
 @pytest.fixture
@@ -107,3 +105,58 @@ def jsonl(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+# --------------------------------------------------------------------------- shared models
+
+
+def _train(folder: Path, hp_values: Dict[str, Any], train: Path, test: Path) -> SimpleNamespace:
+    """Train through the library with the test channel scored; keep every log event."""
+    from deepar_cli import modelfolder
+    from deepar_cli.hyperparameters import resolve
+    from deepar_cli.training import train as run
+
+    hp = resolve(dict(hp_values))
+    events = Events()
+    summary = run(train, hp, folder / "model", test_channel=test, seed=SEED, log=events)
+    return SimpleNamespace(dir=folder / "model", hp=hp, summary=summary, events=events,
+                           train=train, test=test, model=modelfolder.load(folder / "model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: SimpleNamespace
+               ) -> SimpleNamespace:
+    """One tiny model (TINY_HP, seed 42, the test channel scored), trained once a session.
+
+    dir, hp, summary (training.json), events (the log), train, test (its channels) and
+    model (the folder loaded). Read-only: copy the folder before writing into it.
+    """
+    return _train(tmp_path_factory.mktemp("tiny_model"), TINY_HP, tiny_data.train,
+                  tiny_data.test)
+
+
+@pytest.fixture(scope="session")
+def tiny_feature_model(tmp_path_factory: pytest.TempPathFactory,
+                       tiny_feature_data: SimpleNamespace) -> SimpleNamespace:
+    """The same, trained on the data with `cat` (3 groups) and 2 `dynamic_feat` series."""
+    return _train(tmp_path_factory.mktemp("tiny_feature_model"), TINY_HP,
+                  tiny_feature_data.train, tiny_feature_data.test)
+
+
+@pytest.fixture(scope="session")
+def likelihood_model(tmp_path_factory: pytest.TempPathFactory,
+                     tiny_feature_data: SimpleNamespace, unit_interval_data: SimpleNamespace,
+                     count_data: SimpleNamespace) -> Callable[[str], SimpleNamespace]:
+    """`likelihood_model(name)`: a tiny two-layer model of that likelihood, trained once a
+    session on data in its domain (features for the unbounded ones, (0, 1) for beta,
+    counts for negative-binomial)."""
+    cache: Dict[str, SimpleNamespace] = {}
+    data_of = {"beta": unit_interval_data, "negative-binomial": count_data}
+
+    def get(likelihood: str) -> SimpleNamespace:
+        if likelihood not in cache:
+            data = data_of.get(likelihood, tiny_feature_data)
+            cache[likelihood] = _train(tmp_path_factory.mktemp(likelihood),
+                                       {**TINY_HP, "num_layers": 2, "likelihood": likelihood},
+                                       data.train, data.test)
+        return cache[likelihood]
+
+    return get

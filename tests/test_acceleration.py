@@ -1,49 +1,156 @@
-"""The fused LSTM kernels and the fast sampling decoder give GluonTS's forecasts."""
+"""The acceleration is guarded: training runs the fused LSTM kernel (and `--rnn gluonts`
+does not), forecasting runs FastSamplingNetwork with `invariant_unroll`, and the
+accelerated forecasts equal GluonTS's own network's, likelihood by likelihood."""
 
 from __future__ import annotations
 
+import json
+from typing import Any, Dict, List, Tuple
+
+import mxnet as mx
 import numpy as np
 import pytest
 from gluonts.model.predictor import Predictor
+from gluonts.mx.model.deepar._network import DeepARPredictionNetwork
 
-from deepar_cli import modelfolder
+from deepar_cli import acceleration, forecasting, modelfolder
 from deepar_cli.acceleration import FastSamplingNetwork
+from deepar_cli.cli import main
 from deepar_cli.dataset import read_with_stats, to_entries
-from deepar_cli.hyperparameters import resolve
-from deepar_cli.training import seed_everything, train
+
+from helpers import SEED, TINY_HP, TINY_PLAN, TINY_PREDICTION_LENGTH, hp_args
+
+NUM_SAMPLES = 20
+LIKELIHOODS = ["gaussian", "student-T", "negative-binomial", "beta", "deterministic-L1"]
 
 
-def _samples(predictor, entries, seed):
-    seed_everything(seed)
-    return np.stack([f.samples for f in predictor.predict(entries, num_samples=20)])
+class Calls:
+    """Wraps a function and records, per call, what `note(*args, **kwargs)` says."""
+
+    def __init__(self, function: Any, note: Any) -> None:
+        self.function, self.note = function, note
+        self.seen: List[Any] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(self.note(*args, **kwargs))
+        return self.function(*args, **kwargs)
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "student-T"])
-@pytest.mark.parametrize("rnn", ["fused", "gluonts"])
-def test_accelerated_forecasts_equal_gluontss(tiny_feature_data, tiny_hp, tmp_path, seed,
-                                              likelihood, rnn):
-    hp = resolve({**tiny_hp, "num_layers": 2, "likelihood": likelihood})
-    model_dir = tmp_path / "model"
-    train(tiny_feature_data.train, hp, model_dir, seed=seed, rnn=rnn)
-    fast = modelfolder.load(model_dir)
-    plain = modelfolder.load(model_dir, accelerated=False)
+def count_rnn(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Count MXNet's fused RNN operator, noting whether autograd was training."""
+    calls = Calls(mx.nd.RNN, lambda *a, **k: mx.autograd.is_training())
+    monkeypatch.setattr(mx.nd, "RNN", calls)
+    return calls
+
+
+def parameters(model_dir: Any) -> Dict[str, np.ndarray]:
+    net = Predictor.deserialize(model_dir / "predictor").prediction_net
+    return {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
+
+
+def held_out_entries(model: modelfolder.Model, channel: Any) -> List[Dict[str, Any]]:
+    records, _ = read_with_stats(channel)
+    return [forecasting.hold_out(e, model.hp.prediction_length)
+            for e in to_entries(records, model.hp.freq, model.features)]
+
+
+def samples(model: modelfolder.Model, entries: List[Dict[str, Any]]) -> np.ndarray:
+    return np.stack([f.samples for f in forecasting.sample_paths(
+        model.predictor, entries, num_samples=NUM_SAMPLES, seed=SEED)])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_rnn_option_picks_the_lstm_kernel_for_training(runner, tiny_data, tmp_path,
+                                                       monkeypatch) -> None:
+    """fused: one fused LSTM operator per layer and batch, in training mode, and a plain
+    GluonTS predictor saved; gluonts: never the fused operator. Same seed, different runs."""
+    hp = {**TINY_HP, "num_layers": 2}
+    runs: Dict[str, Tuple[Dict[str, Any], List[bool], List[Any]]] = {}
+    for rnn in ("fused", "gluonts"):
+        monkeypatch.undo()
+        rnn_calls = count_rnn(monkeypatch)
+        unrolls = Calls(acceleration.fused_unroll, lambda stack, length, *a, **k: length)
+        monkeypatch.setattr(acceleration, "fused_unroll", unrolls)
+        model_dir = tmp_path / rnn
+        result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--model-dir",
+                                      str(model_dir), "--rnn", rnn, "--quiet", *hp_args(hp)])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((model_dir / "training.json").read_text())
+        runs[rnn] = summary, rnn_calls.seen, unrolls.seen
+        assert summary["rnn"] == rnn
+        assert summary["seed"] == SEED
+        assert summary["batches_per_epoch"] == TINY_PLAN["batches_per_epoch"]
+
+    batches = TINY_PLAN["batches_per_epoch"]
+    fused, fused_rnn, fused_unrolls = runs["fused"]
+    # Each batch unrolls context_length + prediction_length steps once (GluonTS first runs
+    # one more pass to initialize the parameters, where the input width is not known yet
+    # and the cell-by-cell unroll stands in), and every batch through fused kernels.
+    steps = TINY_HP["context_length"] + TINY_PREDICTION_LENGTH
+    assert fused_unrolls == [steps] * (batches + 1)
+    assert fused_rnn == [True] * batches * hp["num_layers"]
+    gluonts, gluonts_rnn, gluonts_unrolls = runs["gluonts"]
+    assert gluonts_rnn == [] and gluonts_unrolls == []
+
+    assert [row["loss"] for row in fused["history"]] != [row["loss"] for row in
+                                                         gluonts["history"]]
+    first, second = parameters(tmp_path / "fused"), parameters(tmp_path / "gluonts")
+    assert sorted(first) == sorted(second)
+    assert not any(np.array_equal(first[name], second[name]) for name in first
+                   if "weight" in name)
+    # Either way the folder holds GluonTS's own prediction network.
+    for rnn in ("fused", "gluonts"):
+        net = Predictor.deserialize(tmp_path / rnn / "predictor").prediction_net
+        assert type(net) is DeepARPredictionNetwork
+
+
+# --------------------------------------------------------------------------- forecasting
+
+
+def test_forecasts_run_the_fast_sampling_network_and_invariant_unroll(tiny_model,
+                                                                      monkeypatch) -> None:
+    unrolls = Calls(acceleration.invariant_unroll,
+                    lambda stack, length, *a, **k: (length, stack._decoding))
+    monkeypatch.setattr(acceleration, "invariant_unroll", unrolls)
+    decode, decodes = FastSamplingNetwork._decode, []
+
+    def counted_decode(self: Any, *args: Any, **kwargs: Any) -> Any:
+        decodes.append(kwargs.get("samples_per_series", args[-1]))
+        return decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(FastSamplingNetwork, "_decode", counted_decode)
+    model = modelfolder.load(tiny_model.dir)
+    net = model.predictor.prediction_net
+    assert type(net) is FastSamplingNetwork
+    assert net.rnn.unroll.__func__ is unrolls
+    rnn_calls = count_rnn(monkeypatch)
+
+    entries = held_out_entries(model, tiny_model.test)
+    got = samples(model, entries)
+    assert got.shape == (len(entries), NUM_SAMPLES, TINY_PREDICTION_LENGTH)
+    # One batch: the encoder over the context, then one decoder step per forecast point,
+    # each step one fused LSTM operator per layer (outside training).
+    assert decodes == [NUM_SAMPLES]
+    assert unrolls.seen == ([(TINY_HP["context_length"], False)]
+                            + [(1, True)] * TINY_PREDICTION_LENGTH)
+    assert rnn_calls.seen == [False] * TINY_PREDICTION_LENGTH * TINY_HP["num_layers"]
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_accelerated_forecasts_equal_gluontss_network(likelihood_model, likelihood) -> None:
+    trained = likelihood_model(likelihood)
+    fast = modelfolder.load(trained.dir)
+    plain = modelfolder.load(trained.dir, accelerated=False)
     assert type(fast.predictor.prediction_net) is FastSamplingNetwork
-    assert type(plain.predictor.prediction_net) is not FastSamplingNetwork
-    records, _ = read_with_stats(tiny_feature_data.test)
-    entries = to_entries(records, hp.freq, fast.features)
-    for entry in entries:  # forecast the held-out points; dynamic_feat already covers them
-        entry["target"] = entry["target"][: -hp.prediction_length]
+    assert type(plain.predictor.prediction_net) is DeepARPredictionNetwork
+    assert fast.hp.likelihood == likelihood
 
-    expected = _samples(plain.predictor, entries, seed)
-    got = _samples(fast.predictor, entries, seed)
-    assert got.shape == expected.shape == (len(entries), 20, hp.prediction_length)
+    entries = held_out_entries(fast, trained.test)
+    got, expected = samples(fast, entries), samples(plain, entries)
+    assert got.shape == expected.shape == (len(entries), NUM_SAMPLES, TINY_PREDICTION_LENGTH)
+    assert np.isfinite(got).all()
+    if likelihood != "deterministic-L1":  # the others draw different paths per sample
+        assert (got.std(axis=1) > 0).any()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-
-
-def test_fused_training_saves_a_plain_gluonts_predictor(tiny_data, tiny_hp, tmp_path, seed):
-    model_dir = tmp_path / "model"
-    summary = train(tiny_data.train, resolve({**tiny_hp, "num_layers": 2}), model_dir,
-                    seed=seed, rnn="fused")
-    assert summary["rnn"] == "fused"
-    predictor = Predictor.deserialize(model_dir / "predictor")
-    assert type(predictor.prediction_net).__name__ == "DeepARPredictionNetwork"

@@ -6,11 +6,14 @@ import pytest
 
 from deepar_cli import __version__, cli
 
+from helpers import usage_error
+
 COMMANDS = sorted(cli.main.commands)
 
 
-def test_the_group_has_the_commands_built_so_far():
-    assert {"generate", "train"} <= set(COMMANDS)
+def test_the_group_has_every_command_of_the_workflow():
+    assert set(COMMANDS) == {"generate", "train", "evaluate", "plot", "predict", "serve",
+                             "tune"}
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
@@ -51,5 +54,6 @@ def test_version(runner):
 
 def test_unknown_command_is_a_usage_error(runner):
     result = runner.invoke(cli.main, ["fly"], prog_name="deepar-cli")
-    assert result.exit_code == 2
-    assert "No such command 'fly'" in result.stderr
+    assert result.exit_code == 64
+    assert result.stdout == ""
+    assert result.stderr == usage_error("", "No such command 'fly'.")

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from deepar_cli.cli import main
-from deepar_cli.records import read_channel
+from deepar_cli.channels import read_channel
+
+from helpers import usage_error
 
 
 def notebook_data(num_series: int = 200, length: int = 400, period: int = 24,
@@ -161,23 +163,47 @@ def test_cat_and_dynamic_feat_fields(runner, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--num-series", "0"], "--num-series must be at least 1, got 0"),
-    (["--length", "48"], "--length (48) must be greater than --prediction-length (48)"),
+    (["--num-series", "0"], "Invalid value for '--num-series': 0 is not in the range x>=1."),
+    (["--length", "1"], "Invalid value for '--length': 1 is not in the range x>=2."),
+    (["--prediction-length", "0"],
+     "Invalid value for '--prediction-length': 0 is not in the range x>=1."),
+    (["--period", "0"], "Invalid value for '--period': 0 is not in the range x>=1."),
+    (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),
+    (["--num-categories", "-1"],
+     "Invalid value for '--num-categories': -1 is not in the range x>=0."),
+    (["--num-dynamic-feat", "-2"],
+     "Invalid value for '--num-dynamic-feat': -2 is not in the range x>=0."),
+    (["--num-series", "many"],
+     "Invalid value for '--num-series': 'many' is not a valid integer range."),
+    (["--format", "xml"],
+     "Invalid value for '--format': 'xml' is not one of 'json', 'jsonl', 'json.gz', 'parquet'."),
+])
+def test_bad_options_are_clicks_usage_errors_with_exit_code_64(runner, tmp_path, args, message):
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["generate", "--output-dir", str(out), *args],
+                           prog_name="deepar-cli")
+    assert result.exit_code == 64
+    assert result.stdout == ""
+    assert result.stderr == usage_error("generate", message)
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--length", "48"], "length (48) must be greater than prediction_length (48)"),
     (["--length", "10", "--prediction-length", "20"],
-     "--length (10) must be greater than --prediction-length (20)"),
-    (["--prediction-length", "0"], "--prediction-length must be at least 1, got 0"),
-    (["--period", "0"], "--period must be at least 1, got 0"),
-    (["--num-categories", "-1"], "--num-categories and --num-dynamic-feat must not be negative"),
+     "length (10) must be greater than prediction_length (20)"),
     (["--freq", "fortnightly"], 'unknown frequency "fortnightly"; valid: min, 5min, 30min, '
                                 "H (or h), D, W, M, with an optional multiple such as 2H"),
     (["--freq", "Q"], 'unknown frequency "Q"; valid: min, 5min, 30min, '
                       "H (or h), D, W, M, with an optional multiple such as 2H"),
     (["--start", "yesterday-ish"],
-     '--start must be a timestamp like "2016-01-01 00:00:00", got "yesterday-ish"'),
+     'start must be a timestamp like "2016-01-01 00:00:00", got "yesterday-ish"'),
 ])
-def test_refusals_are_one_line_with_exit_code_64(runner, tmp_path, args, message):
+def test_settings_that_cannot_make_data_are_one_line_with_exit_code_64(runner, tmp_path, args,
+                                                                       message):
     out = tmp_path / "out"
-    result = runner.invoke(main, ["generate", "--output-dir", str(out), *args])
+    result = runner.invoke(main, ["generate", "--output-dir", str(out), *args],
+                           prog_name="deepar-cli")
     assert result.exit_code == 64
     assert result.stdout == ""
     assert result.stderr == f"Error: {message}\n"

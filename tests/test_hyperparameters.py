@@ -11,7 +11,7 @@ from deepar_cli.cli import main
 from deepar_cli.errors import HyperparameterError
 from deepar_cli.hyperparameters import SCHEMA, Hyperparameters, load, read_file, resolve
 
-from conftest import NOTEBOOK_HYPERPARAMETERS
+from helpers import NOTEBOOK_HYPERPARAMETERS
 
 REQUIRED = {"time_freq": "H", "context_length": "12", "prediction_length": "12", "epochs": "1"}
 FREQ_RANGE = "one of min, 5min, 30min, H (or h), D, W, M, with an optional multiple such as 2H"

@@ -12,16 +12,20 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from deepar_cli import modelfolder, plotting
+from deepar_cli import cli, modelfolder, plotting
+from deepar_cli.channels import read_channel
 from deepar_cli.cli import main
 from deepar_cli.errors import DataError, UsageError
-from deepar_cli.records import read_channel
 
-NUM_SERIES, LENGTH, PRED, CONTEXT = 6, 120, 24, 48
+from helpers import TINY_HP, TINY_LENGTH, TINY_SERIES, usage_error
+
+# The shared tiny model's data and shape.
+NUM_SERIES, LENGTH = TINY_SERIES, TINY_LENGTH
+PRED, CONTEXT = TINY_HP["prediction_length"], TINY_HP["context_length"]
 
 
 def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(main, [str(a) for a in args])
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepar-cli")
 
 
 def png_size(path: Path) -> Tuple[int, int]:
@@ -33,24 +37,15 @@ def png_size(path: Path) -> Tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    root = tmp_path_factory.mktemp("plot")
-    data, model = root / "data", root / "model"
-    result = invoke("generate", "--output-dir", data, "--num-series", NUM_SERIES,
-                    "--length", LENGTH, "--prediction-length", PRED)
-    assert result.exit_code == 0, result.output
-    result = invoke("train", "--train", data / "train.json", "--test", data / "test.json",
-                    "--time_freq", "H", "--context_length", CONTEXT, "--prediction_length", PRED,
-                    "--epochs", 3, "--mini_batch_size", 8, "--num_cells", 10,
-                    "--num_layers", 1, "--model-dir", model, "--quiet")
-    assert result.exit_code == 0, result.output
-    return {"root": root, "train": data / "train.json", "test": data / "test.json",
-            "model": model}
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> Dict[str, Path]:
+    """The shared tiny model (read only) and its channels; outputs go under root."""
+    return {"root": tmp_path_factory.mktemp("plot"), "train": tiny_model.train,
+            "test": tiny_model.test, "model": tiny_model.dir}
 
 
 @pytest.fixture(scope="module")
-def model(workspace: Dict[str, Path]) -> modelfolder.Model:
-    return modelfolder.load(workspace["model"])
+def model(tiny_model: Any) -> modelfolder.Model:
+    return tiny_model.model
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +122,7 @@ def test_no_temporary_files_are_left(plotted: Tuple[Any, Path]) -> None:
 def test_plotted_arrays_are_the_series_tail(model: modelfolder.Model,
                                             workspace: Dict[str, Path],
                                             test_records: List[Any]) -> None:
-    items = plotting.forecast_series(model, workspace["test"], "5,2", seed=7)
+    items = plotting.forecast_series(model, workspace["test"], [5, 2], seed=7)
     assert [item.index for item in items] == [5, 2]
     for item in items:
         target = test_records[item.index].target
@@ -141,10 +136,10 @@ def test_plotted_arrays_are_the_series_tail(model: modelfolder.Model,
 
 def test_forecast_does_not_depend_on_the_other_series_chosen(
         model: modelfolder.Model, workspace: Dict[str, Path]) -> None:
-    alone = plotting.forecast_series(model, workspace["test"], "3", seed=5)[0]
+    alone = plotting.forecast_series(model, workspace["test"], [3], seed=5)[0]
     among = plotting.forecast_series(model, workspace["test"], [0, 1, 2, 3], seed=5)[3]
     np.testing.assert_array_equal(alone.p50, among.p50)
-    other = plotting.forecast_series(model, workspace["test"], "3", seed=6)[0]
+    other = plotting.forecast_series(model, workspace["test"], [3], seed=6)[0]
     assert not np.array_equal(alone.p10, other.p10)
 
 
@@ -152,8 +147,8 @@ def test_train_channel_is_the_history(model: modelfolder.Model,
                                       workspace: Dict[str, Path]) -> None:
     # generate's train records are the test records minus their last prediction_length
     # points, so forecasting from the train cut is forecasting from the test cut.
-    from_test = plotting.forecast_series(model, workspace["test"], "1", seed=3)[0]
-    from_train = plotting.forecast_series(model, workspace["test"], "1",
+    from_test = plotting.forecast_series(model, workspace["test"], [1], seed=3)[0]
+    from_train = plotting.forecast_series(model, workspace["test"], [1],
                                           train_channel=workspace["train"], seed=3)[0]
     np.testing.assert_array_equal(from_train.p50, from_test.p50)
     np.testing.assert_array_equal(from_train.truth, from_test.truth)
@@ -162,15 +157,25 @@ def test_train_channel_is_the_history(model: modelfolder.Model,
 
 def test_train_channel_that_is_not_shorter_is_refused(model: modelfolder.Model,
                                                       workspace: Dict[str, Path]) -> None:
-    with pytest.raises(DataError, match="must be longer"):
-        plotting.forecast_series(model, workspace["test"], "0",
+    with pytest.raises(DataError) as info:
+        plotting.forecast_series(model, workspace["test"], [0],
                                  train_channel=workspace["test"])
+    assert str(info.value) == (
+        f"{workspace['test']}:1: series 0 has {LENGTH} points in the test channel and "
+        f"{LENGTH} in the train channel; the test record must be longer to show the truth")
 
 
-def test_zero_samples_is_a_usage_error(model: modelfolder.Model,
-                                       workspace: Dict[str, Path]) -> None:
-    with pytest.raises(UsageError, match="num-samples"):
-        plotting.forecast_series(model, workspace["test"], "0", num_samples=0)
+def test_zero_samples_is_refused(model: modelfolder.Model, workspace: Dict[str, Path]) -> None:
+    with pytest.raises(UsageError) as info:
+        plotting.forecast_series(model, workspace["test"], [0], num_samples=0)
+    assert str(info.value) == "the number of samples must be in [1, 10000], got 0"
+    out = workspace["root"] / "zero"
+    result = invoke("plot", "--model-dir", workspace["model"], "--test", workspace["test"],
+                    "--num-samples", "0", "--output-dir", out)
+    assert result.exit_code == 64
+    assert result.stderr == usage_error(
+        "plot", "Invalid value for '--num-samples': 0 is not in the range 1<=x<=10000.")
+    assert not out.exists()
 
 
 def test_default_series_are_the_first_five(model: modelfolder.Model,
@@ -182,59 +187,104 @@ def test_default_series_are_the_first_five(model: modelfolder.Model,
 # --------------------------------------------------------------------------- --series
 
 
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> List[Any]:
+    """Stand-ins for the model and the drawing: what `plot --series` hands the library."""
+    calls: List[Any] = []
+
+    def draw(model: Any, test: Path, output_dir: Path, **options: Any) -> None:
+        calls.append(options["series"])
+
+    monkeypatch.setattr(cli, "_load_model", lambda path: path)
+    monkeypatch.setattr(plotting, "plot", draw)
+    return calls
+
+
 @pytest.mark.parametrize("spec, indices", [
     ("0-4", [0, 1, 2, 3, 4]), ("0,3,7", [0, 3, 7]), ("5", [5]),
-    (" 0-2, 7 ", [0, 1, 2, 7]), ("2,2,1-3", [2, 1, 3]), ("3-3", [3]),
+    (" 0-2, 7 ", [0, 1, 2, 7]), ("2,2,1-3", [2, 1, 3]), ("3-3", [3]), ("1 - 2", [1, 2]),
 ])
-def test_parse_series(spec: str, indices: List[int]) -> None:
-    assert plotting.parse_series(spec) == indices
+def test_series_option_gives_indices_in_order_without_repeats(
+        workspace: Dict[str, Path], drawn: List[Any], spec: str, indices: List[int]) -> None:
+    result = invoke("plot", "--model-dir", "m", "--test", workspace["test"], "--series", spec,
+                    "--output-dir", workspace["root"] / "unused", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert drawn == [indices]
 
 
-@pytest.mark.parametrize("spec", ["", "a", "4-2", "-1", "1.5", "0,,2", "1-", "0-4x",
-                                  "0-99999999999"])
-def test_parse_series_refuses_malformed(spec: str) -> None:
-    with pytest.raises(UsageError):
-        plotting.parse_series(spec)
+def test_no_series_option_leaves_the_choice_to_the_library(workspace: Dict[str, Path],
+                                                           drawn: List[Any]) -> None:
+    result = invoke("plot", "--model-dir", "m", "--test", workspace["test"],
+                    "--output-dir", workspace["root"] / "unused", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert drawn == [None]
 
 
-def test_malformed_series_is_a_one_line_usage_error(workspace: Dict[str, Path]) -> None:
+SPEC_HINT = 'give 0-based indices like "0-4", "0,3,7" or "5"'
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", f'cannot read ""; {SPEC_HINT}'),
+    ("a", f'cannot read "a"; {SPEC_HINT}'),
+    ("-1", f'cannot read "-1"; {SPEC_HINT}'),
+    ("1.5", f'cannot read "1.5"; {SPEC_HINT}'),
+    ("0,,2", f'cannot read ""; {SPEC_HINT}'),
+    ("1-", f'cannot read "1-"; {SPEC_HINT}'),
+    ("0-4x", f'cannot read "0-4x"; {SPEC_HINT}'),
+    ("1-2-3", f'cannot read "1-2-3"; {SPEC_HINT}'),
+    ("\u00b2", f'cannot read "\u00b2"; {SPEC_HINT}'),
+    ("4-2", "the range 4-2 runs backwards"),
+    ("0-99999999999", "names more than 1000 series; plot fewer at a time"),
+    ("0-499,500-1000", "names more than 1000 series; plot fewer at a time"),
+])
+def test_malformed_series_is_a_usage_error(workspace: Dict[str, Path], drawn: List[Any],
+                                           spec: str, message: str) -> None:
+    out = workspace["root"] / "bad"
     result = invoke("plot", "--model-dir", workspace["model"], "--test", workspace["test"],
-                    "--series", "0-x", "--output-dir", workspace["root"] / "bad")
-    assert result.exit_code == UsageError.exit_code
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "0-x" in lines[0]
-    assert not (workspace["root"] / "bad").exists()
+                    "--series", spec, "--output-dir", out)
+    assert result.exit_code == 64
+    assert result.stdout == ""
+    assert result.stderr == usage_error("plot", f"Invalid value for '--series': {message}")
+    assert drawn == []
+    assert not out.exists()
 
 
 def test_unknown_series_names_the_index_and_the_count(workspace: Dict[str, Path]) -> None:
+    out = workspace["root"] / "bad"
     result = invoke("plot", "--model-dir", workspace["model"], "--test", workspace["test"],
-                    "--series", "9", "--output-dir", workspace["root"] / "bad", "--quiet")
-    assert result.exit_code == DataError.exit_code
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ")
-    assert "series 9" in lines[0] and f"{NUM_SERIES} series" in lines[0]
-    assert not (workspace["root"] / "bad").exists()
+                    "--series", "2,9", "--output-dir", out, "--quiet")
+    assert result.exit_code == 65
+    assert result.stdout == ""
+    assert result.stderr == (f"Error: {workspace['test']}: no series 9; the test channel has "
+                             f"{NUM_SERIES} series (indices 0-{NUM_SERIES - 1})\n")
+    assert not out.exists()
 
 
 def test_missing_model_folder_is_a_one_line_error(workspace: Dict[str, Path]) -> None:
     missing = workspace["root"] / "no-model"
+    out = workspace["root"] / "bad"
     result = invoke("plot", "--model-dir", missing, "--test", workspace["test"],
-                    "--output-dir", workspace["root"] / "bad")
+                    "--output-dir", out)
     assert result.exit_code == 66
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and str(missing) in lines[0]
+    assert result.stderr == (f"Error: {missing}: no such model folder (train one with "
+                             "`deepar-cli train`)\n")
+    assert not out.exists()
 
 
 def test_quiet_prints_nothing_and_seed_repeats(workspace: Dict[str, Path],
                                                plotted: Tuple[Any, Path]) -> None:
     out = workspace["root"] / "again"
     result = invoke("plot", "--model-dir", workspace["model"], "--test", workspace["test"],
-                    "--series", "0-4", "--output-dir", out, "--quiet")
+                    "--series", "3,1", "--output-dir", out, "--quiet")
     assert result.exit_code == 0, result.output
     assert result.output == ""
     first = json.loads((plotted[1] / "plot.json").read_text())["series"]
     again = json.loads((out / "plot.json").read_text())["series"]
-    assert [s["p50"] for s in first] == [s["p50"] for s in again]
+    # The same seed: each series' band again, whichever other series are plotted with it.
+    for index, item in zip((3, 1), again):
+        assert item["index"] == index
+        assert {k: item[k] for k in ("p10", "p50", "p90")} == {
+            k: first[index][k] for k in ("p10", "p50", "p90")}
 
 
 def test_plot_has_help() -> None:

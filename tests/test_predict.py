@@ -14,35 +14,26 @@ import pytest
 from deepar_cli import inference, modelfolder
 from deepar_cli.cli import main
 from deepar_cli.errors import RequestError
-from deepar_cli.hyperparameters import resolve
 from deepar_cli.inference import InferenceConfig
 
-from conftest import TINY_PREDICTION_LENGTH
+from helpers import START, TINY_PREDICTION_LENGTH, usage_error
 
 PL = TINY_PREDICTION_LENGTH
-START = "2016-01-01 00:00:00"
-TINY = {"time_freq": "H", "context_length": 12, "prediction_length": PL, "epochs": 1,
-        "mini_batch_size": 8, "num_cells": 8, "num_layers": 1, "num_eval_samples": 10}
 DEFAULT_QUANTILES = ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
 # Levels far apart, out of order: the forecasts' means must follow the input order.
 FACTORS = [1000.0, 1.0, 100.0, 10.0]
 
 
 @pytest.fixture(scope="module")
-def models(tiny_data: SimpleNamespace, tiny_feature_data: SimpleNamespace,
-           tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """A plain tiny model and one trained with `cat` (3 groups) and 2 `dynamic_feat`."""
-    from deepar_cli.training import train
-
-    folder = tmp_path_factory.mktemp("predict")
-    train(tiny_data.train, resolve(dict(TINY)), folder / "plain", seed=42)
-    train(tiny_feature_data.train, resolve(dict(TINY)), folder / "feat", seed=42)
-    return SimpleNamespace(plain=folder / "plain", feat=folder / "feat")
+def models(tiny_model: SimpleNamespace, tiny_feature_model: SimpleNamespace
+           ) -> SimpleNamespace:
+    """The shared tiny model and the one trained with `cat` (3 groups) and 2 `dynamic_feat`."""
+    return SimpleNamespace(plain=tiny_model.dir, feat=tiny_feature_model.dir)
 
 
 @pytest.fixture(scope="module")
-def plain_model(models: SimpleNamespace) -> modelfolder.Model:
-    return modelfolder.load(models.plain)
+def plain_model(tiny_model: SimpleNamespace) -> modelfolder.Model:
+    return tiny_model.model
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +55,8 @@ def scaled(base: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def predict(runner, model_dir: Path, input_path: Path, output_path: Path, *args: str,
             env: Optional[Dict[str, str]] = None):
     return runner.invoke(main, ["predict", "--model-dir", str(model_dir), "--input",
-                                str(input_path), "--output", str(output_path), *args], env=env)
+                                str(input_path), "--output", str(output_path), *args], env=env,
+                         prog_name="deepar-cli")
 
 
 def read_lines(path: Path) -> List[Dict[str, Any]]:
@@ -163,7 +155,7 @@ def test_sagemaker_defaults(runner, models, base, jsonl, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     [p] = read_lines(out)
     assert len(p["samples"]) == 100
-    assert inference.resolve_config(None, {}, environ={}) == InferenceConfig(
+    assert inference.config_from_environment({}) == InferenceConfig() == InferenceConfig(
         100, ("mean", "quantiles"), tuple(DEFAULT_QUANTILES))
 
 
@@ -220,14 +212,32 @@ def test_single_options_override_the_config(runner, models, base, jsonl, tmp_pat
         assert len(p["samples"]) == 6 and list(p["quantiles"]) == ["0.05", "0.950"]
 
 
-def test_resolve_config_sources() -> None:
+def test_configuration_sources() -> None:
     env = {inference.CONFIG_ENV: '{"num_samples": 7}'}
-    assert inference.resolve_config(None, {}, environ=env).num_samples == 7
-    assert inference.resolve_config('{"num_samples": 8}', {}, environ=env).num_samples == 8
-    assert inference.resolve_config(None, {"num_samples": 9}, environ=env).num_samples == 9
-    assert inference.resolve_config(None, {"num_samples": None}, environ=env).num_samples == 7
-    config = inference.resolve_config(None, {"quantiles": ["0.10", "0.5"]}, environ={})
+    assert inference.config_from_environment(env) == InferenceConfig(num_samples=7)
+    assert inference.config_from_environment({inference.CONFIG_ENV: ""}) == InferenceConfig()
+    assert inference.config_from_json('{"num_samples": 8}', "x") == InferenceConfig(8)
+    assert InferenceConfig.parse(None) == InferenceConfig()
+    config = InferenceConfig.parse({"quantiles": ["0.10", 0.5], "output_types": ["samples"]})
     assert config.quantiles == ("0.10", "0.5") and config.levels == (0.1, 0.5)
+    assert config.output_types == ("samples",) and config.num_samples == 100
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{bad", "source is not valid JSON (Expecting property name enclosed in double quotes)"),
+    ("[1]", 'source: "configuration" must be a JSON object, got [1]'),
+    ('{"num_samples": true}', 'source: "num_samples" must be an integer in [1, 10000], got true'),
+    ('{"num_samples": 2.0}', 'source: "num_samples" must be an integer in [1, 10000], got 2.0'),
+    ('{"output_types": []}', 'source: "output_types" must list at least one of "mean", '
+                             '"quantiles", "samples"'),
+    ('{"quantiles": ["0.5", "1"]}', 'source: quantile "1" in "quantiles" is not a number in '
+                                    "(0, 1)"),
+    ('{"quantiles": 0.5}', 'source: "quantiles" must be a list, got 0.5'),
+])
+def test_configuration_errors_name_their_source(text: str, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        inference.config_from_json(text, "source")
+    assert str(info.value) == message
 
 
 # ------------------------------------------------------------------ request/response mode
@@ -358,38 +368,56 @@ def test_line_that_is_not_json(runner, models, base, jsonl, tmp_path) -> None:
     assert not out.exists()
 
 
+QUANTILE_HINT = 'is not a number in (0, 1); give levels like "0.1,0.5,0.9"'
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--output-types", "mean,median"],
-     'unknown output type "median" in "output_types"; valid: "mean", "quantiles", "samples"'),
-    (["--quantiles", "0.1,1.5"], 'quantile "1.5" in "quantiles" is not a number in (0, 1)'),
-    (["--quantiles", "0"], 'quantile "0" in "quantiles" is not a number in (0, 1)'),
-    (["--quantiles", "0.5,low"], 'quantile "low" in "quantiles" is not a number in (0, 1)'),
-    (["--num-samples", "0"], '"num_samples" must be an integer in [1, 10000], got 0'),
-    (["--num-samples", "10001"], '"num_samples" must be an integer in [1, 10000], got 10001'),
-    (["--config", '{"num_samples": 3'], "--config is not valid JSON (Expecting ',' delimiter)"),
-    (["--config", "nope"], "--config is not valid JSON (Expecting value)"),
-    (["--config", "[1]"], "--config must be a JSON object, got [1]"),
+    (["--output-types", "mean,median"], "Invalid value for '--output-types': unknown output "
+                                        'type "median"; valid: mean, quantiles, samples'),
+    (["--quantiles", "0.1,1.5"], f"Invalid value for '--quantiles': \"1.5\" {QUANTILE_HINT}"),
+    (["--quantiles", "0"], f"Invalid value for '--quantiles': \"0\" {QUANTILE_HINT}"),
+    (["--quantiles", "0.5,low"], f"Invalid value for '--quantiles': \"low\" {QUANTILE_HINT}"),
+    (["--num-samples", "0"],
+     "Invalid value for '--num-samples': 0 is not in the range 1<=x<=10000."),
+    (["--num-samples", "10001"],
+     "Invalid value for '--num-samples': 10001 is not in the range 1<=x<=10000."),
+    (["--config", '{"num_samples": 3'],
+     "Invalid value for '--config': the configuration is not valid JSON (Expecting ',' "
+     "delimiter)"),
+    (["--config", "nope"],
+     "Invalid value for '--config': the configuration is not valid JSON (Expecting value)"),
+    (["--config", "[1]"], "Invalid value for '--config': \"configuration\" must be a JSON "
+                          "object, got [1]"),
     (["--config", '{"num_samples": "5"}'],
-     '"num_samples" must be an integer in [1, 10000], got "5"'),
+     "Invalid value for '--config': \"num_samples\" must be an integer in [1, 10000], "
+     'got "5"'),
     (["--config", '{"output_types": "mean"}'],
-     '"output_types" must be a non-empty list of "mean", "quantiles", "samples", got "mean"'),
+     "Invalid value for '--config': \"output_types\" must be a list, got \"mean\""),
 ])
-def test_bad_configuration(runner, models, base, jsonl, tmp_path, args, message) -> None:
+def test_bad_configuration_is_a_usage_error(runner, models, base, jsonl, tmp_path, args,
+                                            message) -> None:
     out = tmp_path / "p.json"
     result = predict(runner, models.plain, jsonl(base[:1]), out, *args)
-    assert result.exit_code == 65
-    assert result.output.splitlines() == [f"Error: {message}"]
+    assert result.exit_code == 64
+    assert result.stdout == ""
+    assert result.stderr == usage_error("predict", message)
     assert not out.exists()
 
 
-def test_bad_environment_configuration(runner, models, base, jsonl, tmp_path) -> None:
+@pytest.mark.parametrize("value, message", [
+    ("{bad", "DEEPAR_INFERENCE_CONFIG is not valid JSON "
+             "(Expecting property name enclosed in double quotes)"),
+    ('{"num_samples": 0}',
+     'DEEPAR_INFERENCE_CONFIG: "num_samples" must be an integer in [1, 10000], got 0'),
+])
+def test_bad_environment_configuration(runner, models, base, jsonl, tmp_path, value,
+                                       message) -> None:
     out = tmp_path / "p.json"
     result = predict(runner, models.plain, jsonl(base[:1]), out,
-                     env={"DEEPAR_INFERENCE_CONFIG": "{bad"})
-    assert result.exit_code == 65
-    assert result.output.splitlines() == [
-        "Error: DEEPAR_INFERENCE_CONFIG is not valid JSON "
-        "(Expecting property name enclosed in double quotes)"]
+                     env={"DEEPAR_INFERENCE_CONFIG": value})
+    assert result.exit_code == 64
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {message}\n"  # one line: not an option's usage error
     assert not out.exists()
 
 
@@ -397,16 +425,17 @@ def test_missing_model_and_input(runner, models, base, jsonl, tmp_path) -> None:
     out = tmp_path / "p.json"
     result = predict(runner, tmp_path / "none", jsonl(base[:1]), out)
     assert result.exit_code == 66
-    assert result.output.splitlines() == [
-        f"Error: {tmp_path / 'none'}: no such model folder (train one with `deepar-cli train`)"]
-    result = predict(runner, models.plain, tmp_path / "absent.json", out)
-    assert result.exit_code == 65
-    assert result.output.splitlines()[0].startswith(
-        f"Error: {tmp_path / 'absent.json'}: cannot be read (")
+    assert result.stderr == (f"Error: {tmp_path / 'none'}: no such model folder (train one "
+                             "with `deepar-cli train`)\n")
+    absent = tmp_path / "absent.json"
+    result = predict(runner, models.plain, absent, out)
+    assert result.exit_code == 64
+    assert result.stderr == usage_error(
+        "predict", f"Invalid value for '--input': File '{absent}' does not exist.")
     empty = jsonl(["", ""], name="empty.json")
     result = predict(runner, models.plain, empty, out)
     assert result.exit_code == 65
-    assert result.output.splitlines() == [f"Error: {empty}: the input is empty"]
+    assert result.stderr == f"Error: {empty}: the input is empty\n"
     assert not out.exists()
 
 
@@ -539,17 +568,18 @@ def test_output_to_stdout(runner, models, base, jsonl, tmp_path) -> None:
     assert result.stdout_bytes == (tmp_path / "p.json").read_bytes()
 
 
-def test_options_are_refused_for_a_request_file(runner, models, tmp_path):
-    model_dir = models.plain
+@pytest.mark.parametrize("option", [["--num-samples", "5"], ["--output-types", "mean"],
+                                    ["--quantiles", "0.5"], ["--config", "{}"]])
+def test_options_are_refused_for_a_request_file(runner, models, tmp_path, option):
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"instances": [{"start": "2016-01-01", "target": [1.0, 2.0]}]}))
     out = tmp_path / "out.json"
-    result = runner.invoke(main, ["predict", "--model-dir", str(model_dir), "--input",
-                                  str(request), "--output", str(out), "--num-samples", "5"])
-    assert result.exit_code == 65
-    assert result.output.splitlines() == [
-        f'Error: {request} is an endpoint request, which carries its own "configuration"; '
-        "--config, --num-samples, --output-types and --quantiles apply to JSON Lines input"]
+    result = predict(runner, models.plain, request, out, *option)
+    assert result.exit_code == 64
+    assert result.stdout == ""
+    assert result.stderr == (
+        f'Error: {request} is an endpoint request, which carries its own "configuration"; a '
+        "configuration given beside it applies to JSON Lines input only\n")
     assert not out.exists()
 
 

@@ -57,7 +57,7 @@ def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A model trained in a second on 6 sine series with one `cat` (2 groups)."""
-    from deepar_cli.records import write_records
+    from deepar_cli.channels import write_records
     from deepar_cli.synthetic import SyntheticSpec, generate
 
     folder = tmp_path_factory.mktemp("serve")
@@ -543,12 +543,12 @@ def test_request_over_timeout(model: SimpleNamespace) -> None:
      "Error: {tmp}/nowhere: no such model folder (train one with `deepar-cli train`)"),
     ("empty", ["--model-dir", "{tmp}"], {}, 66,
      "Error: {tmp}: not a deepar-cli model folder (hyperparameters.json is missing)"),
-    ("model", ["--model-dir", "{model}"], {"DEEPAR_INFERENCE_CONFIG": "{num_samples: 3}"}, 65,
+    ("model", ["--model-dir", "{model}"], {"DEEPAR_INFERENCE_CONFIG": "{num_samples: 3}"}, 64,
      "Error: DEEPAR_INFERENCE_CONFIG is not valid JSON (Expecting property name enclosed in "
      "double quotes)"),
     ("model", ["--model-dir", "{model}"],
-     {"DEEPAR_INFERENCE_CONFIG": '{"num_samples": 0}'}, 65,
-     'Error: "num_samples" must be an integer in [1, 10000], got 0'),
+     {"DEEPAR_INFERENCE_CONFIG": '{"num_samples": 0}'}, 64,
+     'Error: DEEPAR_INFERENCE_CONFIG: "num_samples" must be an integer in [1, 10000], got 0'),
     ("busy", ["--model-dir", "{model}", "--port", "{port}"], {}, 64,
      "Error: cannot listen on 127.0.0.1:{port} (Address already in use)"),
 ])

@@ -5,111 +5,67 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 import pytest
 
-from deepar_cli import evaluation, modelfolder, training, windows
+from deepar_cli import evaluation, forecasting, modelfolder, training, windows
+from deepar_cli.channels import read_channel
 from deepar_cli.cli import main
 from deepar_cli.dataset import to_entries
 from deepar_cli.errors import DataError, HyperparameterError
 from deepar_cli.hyperparameters import load, resolve
-from deepar_cli.records import Record, read_channel, write_records
 
-from conftest import NOTEBOOK_HYPERPARAMETERS, hp_args
+from helpers import (NOTEBOOK_HYPERPARAMETERS, SEED, START, TINY_HP, TINY_PLAN, TINY_SERIES,
+                     Events, hp_args)
 
-START = "2016-01-01 00:00:00"
-
-
-class Events:
-    """A `log` callback that keeps every (event, figures) pair."""
-
-    def __init__(self) -> None:
-        self.items: List[Tuple[str, Dict[str, Any]]] = []
-
-    def __call__(self, event: str, figures: Dict[str, Any]) -> None:
-        self.items.append((event, dict(figures)))
-
-    def names(self) -> List[str]:
-        return [name for name, _ in self.items]
-
-    def of(self, name: str) -> List[Dict[str, Any]]:
-        return [figures for event, figures in self.items if event == name]
+QUANTILE_KEYS = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
+TEST_METRICS = {"RMSE", "mean_wQuantileLoss", *(f"wQuantileLoss[{q}]" for q in QUANTILE_KEYS),
+                *(f"Coverage[{q}]" for q in QUANTILE_KEYS)}
 
 
-def tiny_channels(folder: Path, make_target) -> Tuple[Path, Path]:
-    """8 series of 60 points from `make_target(k, t)`; train drops the last 12."""
-    t = np.arange(60)
-    test = [Record(START, np.asarray(make_target(k, t), dtype=float)) for k in range(8)]
-    train = [Record(START, r.target[:48]) for r in test]
-    write_records(folder / "train.json", train)
-    write_records(folder / "test.json", test)
-    return folder / "train.json", folder / "test.json"
-
-
-@pytest.fixture(scope="module")
-def unit_interval_data(tmp_path_factory):
-    """Targets strictly inside (0, 1), for the beta likelihood."""
-    rs = np.random.RandomState(0)
-    return tiny_channels(tmp_path_factory.mktemp("beta"), lambda k, t: np.clip(
-        0.5 + 0.3 * np.sin(2 * np.pi * t / 24 + k) + 0.05 * rs.randn(t.size), 0.02, 0.98))
-
-
-@pytest.fixture(scope="module")
-def count_data(tmp_path_factory):
-    """Non-negative integer counts, for the negative-binomial likelihood."""
-    rs = np.random.RandomState(0)
-    return tiny_channels(tmp_path_factory.mktemp("counts"),
-                         lambda k, t: rs.poisson(3 + 2 * np.sin(2 * np.pi * t / 24 + k)))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_data):
-    """One tiny model with a test channel, trained once for the round-trip tests."""
-    hp = resolve({"time_freq": "H", "context_length": 12, "prediction_length": 12,
-                  "epochs": 2, "mini_batch_size": 8, "num_cells": 8, "num_layers": 1,
-                  "num_eval_samples": 10, "likelihood": "gaussian"})
-    model_dir = tmp_path_factory.mktemp("trained") / "model"
-    events = Events()
-    summary = training.train(tiny_data.train, hp, model_dir, test_channel=tiny_data.test,
-                             seed=7, log=events)
-    return model_dir, hp, summary, events
+def held_out_forecasts(model: modelfolder.Model, channel: Path, seed: int = SEED
+                       ) -> List[np.ndarray]:
+    """The one forecast path over a test channel's held-out points: samples per series."""
+    entries = to_entries(read_channel(channel), model.hp.freq, model.features)
+    cut = [forecasting.hold_out(e, model.hp.prediction_length) for e in entries]
+    return [f.samples for f in forecasting.sample_paths(
+        model.predictor, cut, num_samples=model.hp.num_eval_samples, seed=seed)]
 
 
 # --------------------------------------------------------------------------- likelihoods
 
 
-@pytest.mark.parametrize("likelihood, data, distribution", [
-    ("gaussian", None, "GaussianOutput"),
-    ("student-T", None, "StudentTOutput"),
-    ("deterministic-L1", None, "LaplaceFixedVarianceOutput"),
-    ("beta", "unit_interval_data", "BetaOutput"),
-    ("negative-binomial", "count_data", "NegativeBinomialOutput"),
+@pytest.mark.parametrize("likelihood, distribution", [
+    ("gaussian", "GaussianOutput"),
+    ("student-T", "StudentTOutput"),
+    ("deterministic-L1", "LaplaceFixedVarianceOutput"),
+    ("beta", "BetaOutput"),
+    ("negative-binomial", "NegativeBinomialOutput"),
 ])
-def test_each_likelihood_trains_and_saves_a_loadable_model(request, tmp_path, tiny_data, tiny_hp,
-                                                           seed, likelihood, data, distribution):
-    train_path, test_path = (request.getfixturevalue(data) if data
-                             else (tiny_data.train, tiny_data.test))
-    hp = resolve({**tiny_hp, "likelihood": likelihood})
-    summary = training.train(train_path, hp, tmp_path / "model", test_channel=test_path,
-                             seed=seed)
+def test_each_likelihood_trains_and_saves_a_loadable_model(likelihood_model, likelihood,
+                                                           distribution):
+    trained = likelihood_model(likelihood)
+    summary = trained.summary
     assert [row["epoch"] for row in summary["history"]] == [1]
     assert math.isfinite(summary["final_loss"])
+    assert set(summary["test_metrics"]) == TEST_METRICS
     assert all(math.isfinite(v) for v in summary["test_metrics"].values())
-    model = modelfolder.load(tmp_path / "model")
+    model = trained.model
     assert model.hp.likelihood == likelihood
     assert type(model.predictor.prediction_net.distr_output).__name__ == distribution
     # mean scaling would push beta's targets out of (0, 1); every other likelihood scales
     assert model.predictor.prediction_net.scaling is (likelihood != "beta")
-    forecast = next(iter(model.predictor.predict(
-        to_entries(read_channel(train_path), hp.freq, model.features)[:1])))
-    assert forecast.samples.shape == (10, 12)
-    assert np.isfinite(forecast.samples).all()
-    if likelihood == "beta":
-        assert ((forecast.samples > 0) & (forecast.samples < 1)).all()
-    if likelihood == "negative-binomial":
-        assert (forecast.samples >= 0).all()
+    forecasts = held_out_forecasts(model, trained.test)
+    assert len(forecasts) == TINY_SERIES
+    for samples in forecasts:
+        assert samples.shape == (10, 12)
+        assert np.isfinite(samples).all()
+        if likelihood == "beta":
+            assert ((samples > 0) & (samples < 1)).all()
+        if likelihood == "negative-binomial":
+            assert (samples >= 0).all() and (samples == np.round(samples)).all()
 
 
 def test_beta_refuses_targets_outside_the_unit_interval(tiny_data, tiny_hp, tmp_path):
@@ -153,23 +109,21 @@ def _uses_dynamic_feat(predictor) -> bool:
                for t in walk(predictor.input_transform))
 
 
-def test_cat_and_dynamic_feat_are_learnt_automatically(tiny_feature_data, tiny_hp, tmp_path,
-                                                       seed):
-    events = Events()
-    summary = training.train(tiny_feature_data.train, resolve(tiny_hp), tmp_path / "model",
-                             test_channel=tiny_feature_data.test, seed=seed, log=events)
-    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+def test_cat_and_dynamic_feat_are_learnt_automatically(tiny_feature_model):
+    summary, events = tiny_feature_model.summary, tiny_feature_model.events
+    meta = json.loads((tiny_feature_model.dir / "model.json").read_text())
     assert meta["cardinality"] == [3]  # categories 0, 1, 2 seen
     assert meta["num_dynamic_feat"] == 2
     assert summary["data"]["train"]["num_cat"] == 1
     assert summary["data"]["train"]["num_dynamic_feat"] == 2
     (figures,) = events.of("hyperparameters")
     assert figures["cardinality"] == [3] and figures["num_dynamic_feat"] == 2
-    model = modelfolder.load(tmp_path / "model")
+    model = tiny_feature_model.model
     assert model.features.cardinality == [3] and model.features.num_dynamic_feat == 2
     assert model.predictor.prediction_net.cardinality == [3]
     assert model.predictor.prediction_net.embedding_dimension == [10]
     assert _uses_dynamic_feat(model.predictor)
+    assert set(summary["test_metrics"]) == TEST_METRICS
     assert all(math.isfinite(v) for v in summary["test_metrics"].values())
 
 
@@ -224,11 +178,11 @@ def test_cardinality_without_cat_in_the_data(tiny_data, tiny_hp, tmp_path):
 # --------------------------------------------------------------------------- the model folder
 
 
-def test_model_folder_files_exist_and_parse(trained):
+def test_model_folder_files_exist_and_parse(tiny_model):
     import gluonts
     import mxnet
 
-    model_dir, hp, summary, _ = trained
+    model_dir, hp, summary = tiny_model.dir, tiny_model.hp, tiny_model.summary
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "hyperparameters.json", "model.json", "predictor", "training.json"]
     assert json.loads((model_dir / "hyperparameters.json").read_text()) == hp.as_dict()
@@ -241,80 +195,76 @@ def test_model_folder_files_exist_and_parse(trained):
     assert set(meta["versions"]) == {"deepar_cli", "gluonts", "mxnet", "python"}
     saved = json.loads((model_dir / "training.json").read_text())
     assert saved == json.loads(json.dumps(summary))
-    assert [row["epoch"] for row in saved["history"]] == [1, 2]
+    assert [row["epoch"] for row in saved["history"]] == [1]
     assert set(saved["history"][0]) == {"epoch", "loss", "seconds", "samples_per_second",
                                         "best"}
     assert saved["history"][0]["best"] is True
-    assert saved["best_epoch"] in (1, 2)
-    assert saved["final_loss"] == min(row["loss"] for row in saved["history"])
-    # 8 series x (48-12+1)/12 = 24.7 windows, read 7 times to make 20+ batches of 8
-    assert saved["batches_per_epoch"] == 22
-    assert saved["seed"] == 7
+    assert saved["best_epoch"] == 1
+    assert saved["final_loss"] == saved["history"][0]["loss"]
+    assert saved["batches_per_epoch"] == TINY_PLAN["batches_per_epoch"]
+    assert saved["seed"] == SEED
+    assert saved["rnn"] == "fused"
     assert saved["data"]["train"]["num_series"] == 8
     assert saved["data"]["train"]["num_observations"] == 8 * 48
     assert saved["data"]["test"]["num_observations"] == 8 * 60
-    assert set(saved["test_metrics"]) == {
-        "RMSE", "mean_wQuantileLoss",
-        *(f"wQuantileLoss[{q}]" for q in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7",
-                                          "0.8", "0.9"))}
+    assert set(saved["test_metrics"]) == TEST_METRICS
     assert saved["test_metrics"]["RMSE"] > 0
+    coverage = [saved["test_metrics"][f"Coverage[{q}]"] for q in QUANTILE_KEYS]
+    assert all(0 <= c <= 1 for c in coverage) and coverage == sorted(coverage)
 
 
-def test_model_folder_round_trip(trained, tiny_data):
-    model_dir, hp, summary, _ = trained
+def test_model_folder_round_trip(tiny_model):
+    model_dir, hp, summary = tiny_model.dir, tiny_model.hp, tiny_model.summary
     model = modelfolder.load(model_dir)
     assert model.path == model_dir
     assert model.hp == hp
     assert model.summary["test_metrics"] == summary["test_metrics"]
     # the loaded folder scores exactly what training logged
-    entries = to_entries(tiny_data.test_records, hp.freq, model.features)
-    assert evaluation.test_scores(model, entries, seed=7) == summary["test_metrics"]
-    # two loads forecast the same samples for the same seed
-    samples = []
-    for _ in range(2):
-        loaded = modelfolder.load(model_dir)
-        training.seed_everything(123)
-        samples.append([f.samples for f in loaded.predictor.predict(entries)])
-    assert len(samples[0]) == 8
-    for first, second in zip(*samples):
-        assert first.shape == (10, 12)
-        np.testing.assert_array_equal(first, second)
+    entries = to_entries(read_channel(tiny_model.test), hp.freq, model.features)
+    assert evaluation.test_scores(model, entries, seed=SEED) == summary["test_metrics"]
+    # two loads forecast the same samples for the same seed, another seed others
+    again = modelfolder.load(model_dir)
+    first, second = (held_out_forecasts(m, tiny_model.test, seed=123) for m in (model, again))
+    assert len(first) == 8
+    for one, other in zip(first, second):
+        assert one.shape == (10, 12)
+        np.testing.assert_array_equal(one, other)
+    assert not np.array_equal(first[0], held_out_forecasts(model, tiny_model.test, seed=124)[0])
 
 
-def test_predictor_loads_with_plain_gluonts(trained):
+def test_predictor_loads_with_plain_gluonts(tiny_model):
     from gluonts.model.predictor import Predictor
 
-    model_dir, hp, _, _ = trained
-    predictor = Predictor.deserialize(model_dir / "predictor")
-    assert predictor.prediction_length == hp.prediction_length
+    predictor = Predictor.deserialize(tiny_model.dir / "predictor")
+    assert type(predictor.prediction_net).__name__ == "DeepARPredictionNetwork"
+    assert predictor.prediction_length == tiny_model.hp.prediction_length
 
 
-def test_train_events_in_order(trained):
-    _, hp, summary, events = trained
+def test_train_events_in_order(tiny_model):
+    summary, events = tiny_model.summary, tiny_model.events
     assert events.names() == ["dataset", "dataset", "hyperparameters", "plan", "epoch",
-                              "epoch", "final", "test_metrics"]
+                              "final", "test_metrics"]
     assert [f["channel"] for f in events.of("dataset")] == ["train", "test"]
     (plan,) = events.of("plan")
-    assert plan == {"batches_per_epoch": 22, "mini_batch_size": 8, "training_windows": 25,
-                    "passes": 7, "epochs": 2}
+    assert plan == {**TINY_PLAN, "mini_batch_size": 8, "epochs": 1}
     (final,) = events.of("final")
     assert final["final_loss"] == summary["final_loss"]
     assert final["best_epoch"] == summary["best_epoch"]
-    assert final["epochs_run"] == 2
+    assert final["epochs_run"] == 1
     assert events.of("test_metrics") == [summary["test_metrics"]]
-    assert events.of("hyperparameters")[0]["seed"] == 7
+    (figures,) = events.of("hyperparameters")
+    assert figures["seed"] == SEED and figures["rnn"] == "fused"
 
 
-def test_same_seed_same_run(tiny_data, tiny_hp, tmp_path):
-    hp = resolve({**tiny_hp, "epochs": 2})
-    runs = [training.train(tiny_data.train, hp, tmp_path / f"m{i}", test_channel=tiny_data.test,
-                           seed=11) for i in range(2)]
-    other = training.train(tiny_data.train, hp, tmp_path / "other", seed=12)
-    losses = [[row["loss"] for row in run["history"]] for run in runs]
-    assert losses[0] == losses[1]
-    assert runs[0]["test_metrics"] == runs[1]["test_metrics"]
-    assert runs[0]["best_epoch"] == runs[1]["best_epoch"]
-    assert [row["loss"] for row in other["history"]] != losses[0]
+def test_same_seed_same_run(tiny_data, tiny_model, tmp_path):
+    """Training again with the shared model's seed repeats it; another seed does not."""
+    again = training.train(tiny_data.train, resolve(TINY_HP), tmp_path / "again",
+                           test_channel=tiny_data.test, seed=SEED)
+    other = training.train(tiny_data.train, resolve(TINY_HP), tmp_path / "other", seed=12)
+    losses = [row["loss"] for row in tiny_model.summary["history"]]
+    assert [row["loss"] for row in again["history"]] == losses
+    assert again["test_metrics"] == tiny_model.summary["test_metrics"]
+    assert [row["loss"] for row in other["history"]] != losses
 
 
 def test_retraining_replaces_the_model_folder(tiny_data, tiny_hp, tmp_path, seed):
@@ -457,8 +407,7 @@ def test_no_model_folder_when_the_test_channel_is_bad(runner, tiny_data, jsonl, 
         f"Error: {short}:2: a test series must be longer than prediction_length (12) to hold "
         "out its last points\n"
     )
-    assert not model_dir.exists()
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # checked before reading data, made at the end
 
 
 def test_no_model_folder_when_scoring_fails(tiny_data, tiny_hp, tmp_path, monkeypatch):
@@ -489,11 +438,13 @@ def test_failed_training_keeps_the_previous_model(tiny_data, tiny_hp, tmp_path, 
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_train_text_log(runner, tiny_data, tmp_path, tiny_hp):
+def test_cli_train_text_log(runner, tiny_data, tmp_path, tiny_model):
+    """The CLI trains what the library trains (the shared model: same data, hyperparameters
+    and default seed) and logs its figures as SageMaker does."""
     model_dir = tmp_path / "model"
     result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--test",
                                   str(tiny_data.test), "--model-dir", str(model_dir), "--quiet",
-                                  *hp_args({**tiny_hp, "epochs": 2})])
+                                  *hp_args(TINY_HP)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[:5] == [
@@ -506,19 +457,21 @@ def test_cli_train_text_log(runner, tiny_data, tmp_path, tiny_hp):
     assert lines[3].startswith("[train channel] min/mean/max target: ")
     assert "[test channel] number of observations: 480" in lines
     assert ("an epoch is 22 batches of 8 (small data set: 7 passes over 25 training windows); "
-            "2 epochs"
-            in lines)
+            "1 epochs" in lines)
+    summary = tiny_model.summary
     epochs = [line for line in lines if line.startswith("#epoch ")]
-    assert len(epochs) == 2
-    assert epochs[0].startswith("#epoch 1: loss=")
+    assert len(epochs) == 1
+    assert epochs[0].startswith(f"#epoch 1: loss={summary['final_loss']:.6g} (")
     assert epochs[0].endswith(", best epoch loss so far")
-    assert any(line.startswith("#final loss: ") for line in lines)
-    scores = [line.split(":")[0] for line in lines if line.startswith("#test_score")]
-    assert scores == ["#test_score (RMSE)", "#test_score (mean_wQuantileLoss)",
-                      *(f"#test_score (wQuantileLoss[{q}])" for q in
-                        ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"))]
-    assert lines[-1] == f"model saved to {model_dir}"
-    assert modelfolder.load(model_dir).hp.epochs == 2
+    assert any(line.startswith(f"#final loss: {summary['final_loss']:.6g} (epoch 1; 1 epochs in ")
+               for line in lines)
+    metrics = summary["test_metrics"]
+    scores = [f"#test_score ({name}): {metrics[name]:.6g}" for name in
+              ("RMSE", "mean_wQuantileLoss", *(f"wQuantileLoss[{q}]" for q in QUANTILE_KEYS))]
+    coverage = ("coverage (share of the truth below each quantile): "
+                + ", ".join(f"{q}: {metrics[f'Coverage[{q}]']:.3g}" for q in QUANTILE_KEYS))
+    assert lines[-len(scores) - 2:] == [*scores, coverage, f"model saved to {model_dir}"]
+    assert json.loads((model_dir / "training.json").read_text())["test_metrics"] == metrics
 
 
 def test_cli_train_json_log(runner, tiny_data, tmp_path, tiny_hp):
