@@ -1,0 +1,130 @@
+"""What `deepar-cli tune` buys: a tune without a test channel (its objective held out of the
+train channel, the best refit on all of it), then the tuned model and fixed hyperparameters
+both scored on the untouched test channel, beside a seasonal-naive forecast.
+
+    python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
+
+synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
+default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
+co2 (weekly Mauna Loa CO2, 1958-2001, with gaps) and elnino (monthly Pacific sea
+temperatures, 1950-2010): one real series each from statsmodels' offline data sets
+(pip install 'statsmodels<0.15', which keeps numpy < 1.24), tuned around SageMaker's defaults
+(20 epochs, batches of 32), against those with context_length = prediction_length.
+Writes benchmarks/results/tune_bench-<dataset>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+
+from deepar_cli import evaluation, modelfolder, tuning, tuning_config
+from deepar_cli.channels import write_records
+from deepar_cli.hyperparameters import read_file, resolve
+from deepar_cli.records import Record
+from deepar_cli.reporting import Reporter
+from deepar_cli.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "data" / "hyperparameters.json"
+FIGURES = ("RMSE", "mean_wQuantileLoss", "Coverage[0.1]", "Coverage[0.5]", "Coverage[0.9]")
+Dataset = Tuple[List[Record], Dict[str, Any], Dict[str, Any]]  # test records, static, fixed
+
+
+def synthetic() -> Dataset:
+    from deepar_cli.synthetic import SyntheticSpec, generate
+
+    _, test = generate(SyntheticSpec())
+    fixed = read_file(NOTEBOOK)
+    tuned = set(tuning_config.load(None, {"prediction_length": "48"}, "-").names)
+    return test, {k: v for k, v in fixed.items() if k not in tuned}, fixed
+
+
+def _one_series(start: str, values: np.ndarray, freq: str, horizon: int) -> Dataset:
+    static = {"time_freq": freq, "prediction_length": str(horizon), "epochs": "20",
+              "mini_batch_size": "32", "early_stopping_patience": "5"}
+    return [Record(start, values.astype(float))], static, {**static,
+                                                           "context_length": str(horizon)}
+
+
+def co2() -> Dataset:
+    from statsmodels.datasets import co2 as data
+
+    frame = data.load_pandas().data
+    return _one_series(str(frame.index[0].date()), frame["co2"].to_numpy(), "W", 52)
+
+
+def elnino() -> Dataset:
+    from statsmodels.datasets import elnino as data
+
+    frame = data.load_pandas().data
+    months = frame.drop(columns="YEAR").to_numpy().ravel()
+    return _one_series(f"{int(frame['YEAR'].iloc[0])}-01-01", months, "M", 12)
+
+
+DATASETS: Dict[str, Callable[[], Dataset]] = {"synthetic": synthetic, "co2": co2,
+                                              "elnino": elnino}
+
+
+def score(model_dir: Path, test: Path, seed: int) -> Dict[str, Dict[str, float]]:
+    result = evaluation.evaluate_channel(modelfolder.load(model_dir), test,
+                                         model_dir / "evaluation", seed=seed)
+    return {"model": {k: result.overall[k] for k in FIGURES},
+            "seasonal_naive": {k: result.baseline[k] for k in FIGURES}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "tune_bench")
+    args = parser.parse_args()
+
+    folder = args.work_dir / args.dataset
+    test_records, static, fixed = DATASETS[args.dataset]()
+    horizon = int(static["prediction_length"])
+    train_records = [Record(r.start, r.target[:-horizon]) for r in test_records]
+    write_records(folder / "train.json", train_records)
+    write_records(folder / "test.json", test_records)
+    (folder / "static.json").write_text(json.dumps(static))
+    # The default ranges, with a RandomSeed so that a rerun draws the same trials.
+    (folder / "tuning.json").write_text(json.dumps({
+        "ParameterRanges": tuning_config.default_ranges(static), "RandomSeed": args.seed}))
+
+    tic = time.perf_counter()
+    result = tuning.tune(folder / "train.json", folder / "static.json", folder / "tune",
+                         config_file=folder / "tuning.json", max_trials=args.trials,
+                         max_parallel=args.parallel, seed=args.seed, log=Reporter())
+    tune_seconds = time.perf_counter() - tic
+    tic = time.perf_counter()
+    train(folder / "train.json", resolve(fixed), folder / "fixed", seed=args.seed)
+    fixed_seconds = time.perf_counter() - tic
+
+    tuned_scores = score(folder / "tune" / "model", folder / "test.json", args.seed)
+    fixed_scores = score(folder / "fixed", folder / "test.json", args.seed)
+    report = {
+        "dataset": args.dataset, "series": len(test_records), "prediction_length": horizon,
+        "trials": result.counts, "tune_seconds": round(tune_seconds, 1),
+        "fixed_train_seconds": round(fixed_seconds, 1), "best": result.best,
+        "fixed_hyperparameters": fixed, "tuned": tuned_scores["model"],
+        "fixed": fixed_scores["model"], "seasonal_naive": fixed_scores["seasonal_naive"],
+    }
+    output = REPO / "benchmarks" / "results" / f"tune_bench-{args.dataset}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'':<22}{'tuned':>10}{'fixed':>10}{'naive':>10}")
+    for name in FIGURES:
+        print(f"{name:<22}" + "".join(f"{report[k][name]:>10.4f}"
+                                      for k in ("tuned", "fixed", "seasonal_naive")))
+    print(f"tune: {result.counts} in {tune_seconds:.0f} s; best {result.best}; wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
