@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict
 
 from deepar_cli.errors import ModelError, UsageError
 from deepar_cli.server import MAX_PAYLOAD_MB, TIMEOUT_S, Endpoint, Settings
@@ -138,18 +138,13 @@ def _check_address(host: str, port: int) -> None:
             raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
-def serve(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-          timeout: int = TIMEOUT_S, seed: int = 42, max_payload_mb: float = MAX_PAYLOAD_MB,
-          lines_config: Optional[InferenceConfig] = None) -> None:
+def serve(model_dir: Path, *, lines_config: InferenceConfig, host: str = "127.0.0.1",
+          port: int = 8080, workers: int = 1, timeout: int = TIMEOUT_S, seed: int = 42,
+          max_payload_mb: float = MAX_PAYLOAD_MB) -> None:
     """Run the endpoint until SIGTERM/SIGINT (gunicorn then exits the process).
-    `lines_config` configures JSON Lines requests (None: from DEEPAR_INFERENCE_CONFIG)."""
-    from deepar_cli.inference import config_from_environment
-
+    `lines_config` configures JSON Lines requests (the CLI reads it from
+    DEEPAR_INFERENCE_CONFIG, as SageMaker batch transform does, before anything starts)."""
     check_model_folder(model_dir)
-    if lines_config is None:
-        # JSON Lines requests take their configuration from DEEPAR_INFERENCE_CONFIG, as
-        # SageMaker batch transform does; a bad one stops the server here, not every request.
-        lines_config = config_from_environment()
     _check_address(host, port)
     settings = Settings(model_dir=model_dir, seed=seed, lines_config=lines_config,
                         max_body=int(max_payload_mb * 1024 * 1024), workers=workers,
