@@ -160,3 +160,23 @@ def likelihood_model(tmp_path_factory: pytest.TempPathFactory,
         return cache[likelihood]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory, tiny_data: SimpleNamespace,
+                  tiny_model: SimpleNamespace) -> SimpleNamespace:
+    """An ensemble folder (as `tune --ensemble 2` writes one): the tiny model, and a second
+    one with 6 cells trained on the same data. dir, members (their own folders), train,
+    test."""
+    import shutil
+
+    from deepar_cli import modelfolder
+
+    other = _train(tmp_path_factory.mktemp("tiny_other"), {**TINY_HP, "num_cells": 6},
+                   tiny_data.train, tiny_data.test)
+    folder = tmp_path_factory.mktemp("tiny_ensemble") / "model"
+    for k, member in enumerate((tiny_model.dir, other.dir)):
+        shutil.copytree(member, folder / "members" / str(k))
+    modelfolder.write_ensemble(folder, 2, {"ensemble": {"trials": [0, 1]}})
+    return SimpleNamespace(dir=folder, members=[tiny_model.dir, other.dir],
+                           train=tiny_data.train, test=tiny_data.test)

@@ -63,11 +63,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_data: SimpleNamespace
 # --------------------------------------------------------------------------- one forecast path
 
 
-def test_plot_predict_and_evaluate_give_the_same_quantiles(trained: SimpleNamespace,
-                                                           tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["trained", "tiny_ensemble"])
+def test_plot_predict_and_evaluate_give_the_same_quantiles(model: str, tmp_path: Path,
+                                                           request: pytest.FixtureRequest
+                                                           ) -> None:
+    """For one model and for an ensemble folder (tune --ensemble): the same numbers."""
+    trained = request.getfixturevalue(model)
+    trained = SimpleNamespace(model=getattr(trained, "dir", None) or trained.model,
+                              train=trained.train, test=trained.test)
+    # plot and evaluate draw the model's num_eval_samples
+    samples = json.loads((trained.model / "hyperparameters.json").read_text())[
+        "num_eval_samples"]
     predictions = tmp_path / "predictions.jsonl"
     assert run("predict", "--model-dir", str(trained.model), "--input", str(trained.train),
-               "--output", str(predictions), "--quantiles", QUANTILES, "--num-samples", "50",
+               "--output", str(predictions), "--quantiles", QUANTILES, "--num-samples", str(samples),
                "--seed", SEED).exit_code == 0
     assert run("plot", "--model-dir", str(trained.model), "--test", str(trained.test),
                "--series", "0-7", "--output-dir", str(tmp_path / "plots"), "--seed", SEED,

@@ -437,6 +437,9 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="After a held-out objective, train the best hyperparameters once more on "
                    "the whole train channel.")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="K", help="Mix the K best trials' forecasts into one model, if that "
+                                "scores better on the objective than the best trial alone.")
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every trial's training seed, as `train --seed`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

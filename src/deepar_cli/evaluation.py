@@ -82,6 +82,13 @@ def test_scores(model: Model, entries: List[Dict[str, Any]], *, seed: int) -> Di
     return {**headline(agg, quantiles), **coverage}
 
 
+def score_channel(model: Model, source: Source, *, seed: int) -> Dict[str, float]:
+    """`test_scores` of a test channel (or GluonTS dataset) of full series."""
+    records, _ = read_with_stats(source)
+    require_held_out(records, model.hp.prediction_length, " to hold out its last points")
+    return test_scores(model, to_entries(records, model.hp.freq, model.features), seed=seed)
+
+
 @dataclass
 class Backtest:
     """Scores per window and overall, for DeepAR and the seasonal-naive baseline."""

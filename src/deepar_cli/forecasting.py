@@ -89,8 +89,11 @@ def forecast_class() -> type:
 # --------------------------------------------------------------------------- noise
 
 
-def series_seed(seed: int, entry: Dict[str, Any]) -> np.random.SeedSequence:
-    """The seed of one series' noise: `seed` and a digest of what the network reads."""
+def series_seed(seed: int, entry: Dict[str, Any], member: Optional[int] = None
+                ) -> np.random.SeedSequence:
+    """The seed of one series' noise: `seed` and a digest of what the network reads. Member
+    k > 0 of an ensemble draws its own noise (a spawned sequence); member 0 draws what its
+    model alone would."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(entry["start"]).encode())
     for key in ("target", "feat_static_cat", "feat_dynamic_real"):
@@ -98,7 +101,8 @@ def series_seed(seed: int, entry: Dict[str, Any]) -> np.random.SeedSequence:
             values = np.ascontiguousarray(entry[key], dtype=np.float32)
             digest.update(key.encode() + str(values.shape).encode() + values.tobytes())
     words = np.frombuffer(digest.digest(), dtype=np.uint32).tolist()
-    return np.random.SeedSequence([seed % 2**64, *words])
+    spawn_key = (member,) if member else ()
+    return np.random.SeedSequence([seed % 2**64, *words], spawn_key=spawn_key)
 
 
 class SeriesNoise:
@@ -243,17 +247,61 @@ def _pad(array: Any, rows: int) -> Any:
     return mx.nd.concat(array, array[-1:].repeat(repeats=rows, axis=0), dim=0)
 
 
+@dataclass(frozen=True)
+class Ensemble:
+    """Several predictors forecasting as one: their sample paths mixed (AutoGluon's move).
+
+    Of `num_samples` paths per series, member k draws `num_samples // K` (the first
+    `num_samples % K` members one more), each from its own noise; a series' paths are the
+    members' paths in member order, so its quantiles are the mixture's.
+    """
+
+    members: Tuple[Any, ...]
+
+    @property
+    def prediction_length(self) -> int:
+        return self.members[0].prediction_length
+
+    def shares(self, num_samples: int) -> List[int]:
+        count = len(self.members)
+        return [num_samples // count + (k < num_samples % count) for k in range(count)]
+
+
 def sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], *, num_samples: int,
                  seed: int) -> Iterator[Any]:
     """Forecast GluonTS entries: one `Forecast` (samples: (num_samples, prediction_length),
     float32) per entry, in order. Streams: entries are read a batch at a time.
 
-    The network must run imperatively (as `modelfolder.load` leaves it), since each step's
-    noise is drawn in numpy.
+    `predictor` is a GluonTS DeepAR predictor or an `Ensemble` of them. The network must
+    run imperatively (as `modelfolder.load` leaves it), since each step's noise is drawn in
+    numpy.
     """
     if not 1 <= num_samples <= MAX_NUM_SAMPLES:
         raise UsageError(f"the number of samples must be in [1, {MAX_NUM_SAMPLES}], "
                          f"got {num_samples}")
+    if isinstance(predictor, Ensemble):
+        yield from _mixture(predictor, entries, num_samples, seed)
+    else:
+        yield from _sample_paths(predictor, entries, num_samples, seed)
+
+
+def _mixture(ensemble: Ensemble, entries: Iterable[Dict[str, Any]], num_samples: int,
+             seed: int) -> Iterator[Any]:
+    forecast = forecast_class()
+    drawn = [(k, member, share) for k, (member, share)
+             in enumerate(zip(ensemble.members, ensemble.shares(num_samples))) if share]
+    # Chunks that fill the batches of the member drawing the fewest paths.
+    chunk = max(1, ROWS_PER_BATCH // min(share for _, _, share in drawn))
+    for batch in _batches(entries, chunk):
+        streams = [_sample_paths(member, batch, share, seed, member=k)
+                   for k, member, share in drawn]
+        for parts in zip(*streams):
+            yield forecast(np.concatenate([part.samples for part in parts]),
+                           start_date=parts[0].start_date)
+
+
+def _sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], num_samples: int,
+                  seed: int, member: Optional[int] = None) -> Iterator[Any]:
     import mxnet as mx
     from gluonts.dataset.field_names import FieldName
     from gluonts.mx.batchify import batchify
@@ -265,7 +313,7 @@ def sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], *, num_sampl
     try:
         net.num_parallel_samples = num_samples
         for batch in _batches(entries, per_batch):
-            generators = [np.random.Generator(np.random.PCG64(series_seed(seed, e)))
+            generators = [np.random.Generator(np.random.PCG64(series_seed(seed, e, member)))
                           for e in batch]
             padding = per_batch - len(batch)  # copies of the last series, forecast unread
             generators += [np.random.Generator(np.random.PCG64(0))] * padding  # one, shared

@@ -4,6 +4,11 @@
     hyperparameters.json  the resolved SageMaker hyperparameters
     model.json            features used (cardinality, num_dynamic_feat) and library versions
     training.json         dataset statistics, loss per epoch, final loss, test metrics
+
+An ensemble folder (`tune --ensemble K`) holds, instead of `predictor/`, its members as
+model folders `members/0` ... `members/K-1` (best first), listed in model.json's
+"ensemble"; its hyperparameters.json is the first member's. It forecasts by mixing the
+members' sample paths (`forecasting.Ensemble`), through every command.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from deepar_cli import __version__
 from deepar_cli.atomic import write_json
@@ -30,7 +36,7 @@ class Model:
     """A loaded model folder."""
 
     path: Path
-    predictor: Any  # gluonts.mx.model.predictor.RepresentableBlockPredictor
+    predictor: Any  # a GluonTS RepresentableBlockPredictor, or a forecasting.Ensemble
     hp: Hyperparameters
     features: Features
     summary: Dict[str, Any]
@@ -65,6 +71,16 @@ def write_summary(folder: Path, summary: Dict[str, Any]) -> None:
     write_json(folder / "training.json", summary)
 
 
+def write_ensemble(folder: Path, count: int, summary: Dict[str, Any]) -> None:
+    """Make `folder`, whose `members/0` ... `members/<count-1>` are model folders (best
+    first), an ensemble folder (the caller makes it atomic)."""
+    names = [f"members/{k}" for k in range(count)]
+    shutil.copy(folder / names[0] / "hyperparameters.json", folder / "hyperparameters.json")
+    meta = json.loads((folder / names[0] / "model.json").read_text())
+    write_json(folder / "model.json", {**meta, "ensemble": names})
+    write_summary(folder, summary)
+
+
 def load(folder: Path, *, accelerated: bool = True) -> Model:
     """Load a model folder, or raise ModelError naming what is missing or broken.
 
@@ -73,7 +89,7 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
     """
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder (train one with `deepar-cli train`)")
-    missing = [name for name in (*FILES, "predictor") if not (folder / name).exists()]
+    missing = [name for name in FILES if not (folder / name).exists()]
     if missing:
         raise ModelError(f"{folder}: not a deepar-cli model folder ({missing[0]} is missing)")
     try:
@@ -81,8 +97,17 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         meta = json.loads((folder / "model.json").read_text())
         summary = json.loads((folder / "training.json").read_text())
         features = Features(meta["cardinality"], int(meta["num_dynamic_feat"]))
+        members = meta.get("ensemble")
+        if members is not None and not (isinstance(members, list) and members
+                                        and all(isinstance(m, str) for m in members)):
+            raise ValueError('"ensemble" must list the member folders')
     except (ValueError, KeyError, TypeError, HyperparameterError) as exc:
         raise ModelError(f"{folder}: model files are damaged ({exc})") from None
+    if members is not None:
+        return Model(folder, _ensemble(folder, members, hp, features, accelerated), hp,
+                     features, summary)
+    if not (folder / "predictor").exists():
+        raise ModelError(f"{folder}: not a deepar-cli model folder (predictor is missing)")
     from gluonts.model.predictor import Predictor
 
     try:
@@ -94,3 +119,23 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
 
         accelerate(predictor)
     return Model(folder, predictor, hp, features, summary)
+
+
+def _ensemble(folder: Path, names: List[str], hp: Hyperparameters, features: Features,
+              accelerated: bool) -> Any:
+    """The members of an ensemble folder, checked to forecast the same thing."""
+    from deepar_cli.forecasting import Ensemble
+
+    members = []
+    for name in names:
+        member = load(folder / name, accelerated=accelerated)
+        if isinstance(member.predictor, Ensemble):
+            raise ModelError(f"{folder / name}: an ensemble member cannot be an ensemble")
+        for field in ("prediction_length", "freq"):
+            if getattr(member.hp, field) != getattr(hp, field):
+                raise ModelError(f"{folder / name}: {field} {getattr(member.hp, field)!r} "
+                                 f"differs from the ensemble's {getattr(hp, field)!r}")
+        if member.features != features:
+            raise ModelError(f"{folder / name}: trained on other features than the ensemble")
+        members.append(member.predictor)
+    return Ensemble(tuple(members))

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import optuna
 
-from deepar_cli import tuning_config
+from deepar_cli import modelfolder, tuning_config
 from deepar_cli.atomic import atomic_dir, atomic_file, make_output_dir, write_json
 from deepar_cli.errors import DataError, DeepARCliError, HyperparameterError, UsageError
 from deepar_cli.hyperparameters import Hyperparameters, read_file, resolve
@@ -668,36 +668,91 @@ def _plot_importance(study: Any, path: Path) -> None:
     save_png(fig, path)
 
 
-def _final_model(best: Any, job: Job, source: Dict[str, Any], output_dir: Path, log: Log
-                 ) -> None:
-    """DIR/model: the best hyperparameters trained on the whole train channel (after a
-    holdout), else the best trial's model folder, copied or, from another machine, trained
-    again here."""
+def _final_model(trials: Sequence[Any], job: Job, source: Dict[str, Any], output_dir: Path,
+                 log: Log) -> None:
+    """DIR/model: the best trial's hyperparameters (or, for an ensemble, each member's)
+    trained on the whole train channel (after a holdout), else the trials' model folders,
+    copied or, from another machine, trained again here."""
+    target = output_dir / "model"
+    log("model", {**source, "path": str(target)})
+    if len(trials) == 1:
+        _member(trials[0], job, source, target, log)
+        return
+    with atomic_dir(target) as folder:
+        for k, trial in enumerate(trials):
+            _member(trial, job, source, folder / "members" / str(k), log)
+        modelfolder.write_ensemble(folder, len(trials), {"ensemble": source})
+
+
+def _member(trial: Any, job: Job, source: Dict[str, Any], target: Path, log: Log) -> None:
+    """One trial's model at `target`, as `source["how"]` says."""
     from deepar_cli.training import train
 
-    target = output_dir / "model"
-    hp = resolve({**job.static, **best.user_attrs["hyperparameters"]})
-    log("model", {**source, "path": str(target)})
-    if source["how"] in ("refit", "retrain"):
-        train(Path(source["train"]), hp, target, test_channel=job.test if
-              source["how"] == "retrain" else None, seed=job.seed, log=log)
-    else:
+    if source["how"] == "copy":
         with atomic_dir(target) as tmp:
-            shutil.copytree(best.user_attrs["model_dir"], tmp, dirs_exist_ok=True)
+            shutil.copytree(trial.user_attrs["model_dir"], tmp, dirs_exist_ok=True)
+        return
+    hp = resolve({**job.static, **trial.user_attrs["hyperparameters"]})
+    train(Path(source["train"]), hp, target, test_channel=job.test if
+          source["how"] == "retrain" else None, seed=job.seed, log=log)
 
 
-def _model_source(best: Any, job: Job, evaluation: str, train_channel: Path, refit: bool
-                  ) -> Dict[str, Any]:
+def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channel: Path,
+                  refit: bool) -> Dict[str, Any]:
+    numbers = {"trial": trials[0].number} if len(trials) == 1 else {
+        "trials": [t.number for t in trials]}
     if evaluation == "holdout" and refit:
-        return {"trial": best.number, "how": "refit", "train": str(train_channel)}
-    here = best.user_attrs.get("host") == socket.gethostname() and Path(
-        best.user_attrs["model_dir"]).is_dir()
-    return {"trial": best.number, "how": "copy" if here else "retrain", "train": str(job.train),
+        return {**numbers, "how": "refit", "train": str(train_channel)}
+    here = all(_model_here(t) for t in trials)
+    return {**numbers, "how": "copy" if here else "retrain", "train": str(job.train),
             "holdout": evaluation == "holdout"}
 
 
+def _model_here(trial: Any) -> bool:
+    return trial.user_attrs.get("host") == socket.gethostname() and Path(
+        trial.user_attrs["model_dir"]).is_dir()
+
+
+def _ensemble(study: Any, job: Job, size: int, log: Log) -> List[Any]:
+    """The `size` best complete trials with distinct hyperparameters whose models are on
+    this machine, best first, when the mixture of their forecasts scores better on the
+    objective than the best alone; else the best alone."""
+    from deepar_cli.evaluation import score_channel
+
+    complete = sorted(_complete(_study_trials(study)), key=lambda t: (t.value, t.number))
+    best = complete[0]
+    if size < 2:
+        return [best]
+    members: List[Any] = []
+    for trial in complete:
+        values = trial.user_attrs["hyperparameters"]
+        if len(members) < size and _model_here(trial) and all(
+                m.user_attrs["hyperparameters"] != values for m in members):
+            members.append(trial)
+    if len(members) < 2 or members[0] is not best:
+        log("ensemble", {"size": size, "kept": False, "reason": "fewer than 2 of the best "
+                         "trials, with distinct hyperparameters, have their models on this "
+                         "machine"})
+        return [best]
+    folder = job.trials_dir / "ensemble"
+    with atomic_dir(folder) as tmp:
+        for k, trial in enumerate(members):
+            shutil.copytree(trial.user_attrs["model_dir"], tmp / "members" / str(k))
+        modelfolder.write_ensemble(tmp, len(members), {
+            "ensemble": {"trials": [t.number for t in members]}})
+    metric = job.config.objective.split(":", 1)[1]
+    metrics = score_channel(modelfolder.load(folder), job.test, seed=job.seed)
+    value = metrics[metric]
+    kept = value < best.value
+    log("ensemble", {"size": len(members), "trials": [t.number for t in members],
+                     "objective": job.config.objective, "value": value,
+                     "best_value": best.value, "kept": kept,
+                     "test_metrics": _finite(metrics)})
+    return members if kept else [best]
+
+
 def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_channel: Path,
-            refit: bool, result: TuneResult, log: Log) -> None:
+            refit: bool, ensemble: int, result: TuneResult, log: Log) -> None:
     """Best hyperparameters, summary and model, once the study is done."""
     best = _best(_study_trials(study))
     if best is None:
@@ -711,12 +766,13 @@ def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_chann
                  "stop_reason": result.stop_reason})
     hp_path = output_dir / "hyperparameters.json"
     write_json(hp_path, sagemaker_values({**job.static, **tuned}))
-    source = _model_source(best, job, evaluation, train_channel, refit)
+    members = _ensemble(study, job, ensemble, log)
+    source = _model_source(members, job, evaluation, train_channel, refit)
     summary_path = output_dir / "tuning.json"
     if _previous_model(summary_path) == source and (output_dir / "model").is_dir():
         log("model", {**source, "how": "unchanged", "path": str(output_dir / "model")})
     else:
-        _final_model(best, job, source, output_dir, log)
+        _final_model(members, job, source, output_dir, log)
     write_json(summary_path, {
         "study_name": job.study_name, "storage": shown_url(job.storage),
         "strategy": job.config.strategy, "objective": job.config.objective,
@@ -751,16 +807,20 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
          strategy: Optional[str] = None, objective: Optional[str] = None,
          max_trials: Optional[int] = None, max_parallel: Optional[int] = None,
          storage: Optional[str] = None, study_name: str = DEFAULT_STUDY_NAME,
-         refit: bool = True, seed: int = DEFAULT_SEED, log: Log = lambda event, figures: None,
-         progress: bool = False) -> TuneResult:
+         refit: bool = True, ensemble: int = 1, seed: int = DEFAULT_SEED,
+         log: Log = lambda event, figures: None, progress: bool = False) -> TuneResult:
     """`deepar-cli tune`: run (or resume, or join) a study, then write its outputs into
     `output_dir`: trials.csv/json, objective.png, importance.png, and once the study is
-    done hyperparameters.json, model/ and tuning.json."""
+    done hyperparameters.json, model/ and tuning.json.
+
+    `ensemble` K > 1: the model mixes the K best trials' forecasts if that scores better on
+    the objective than the best trial alone (`forecasting.Ensemble`)."""
     static = read_file(hp_file)
     config = tuning_config.load(config_file, static, str(hp_file), strategy=strategy,
                                 objective=objective, max_trials=max_trials,
                                 max_parallel=max_parallel)
     base = tuning_config.resolve_static(config, static, str(hp_file))
+    _check_ensemble(ensemble, config)
     trial_train, trial_test, evaluation, shape = _channels(train_channel, test_channel, base,
                                                            config, output_dir, log)
     make_output_dir(output_dir)
@@ -793,8 +853,19 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
         _plot_importance(study, output_dir / "importance.png")
         result.files += [output_dir / "objective.png", output_dir / "importance.png"]
         if caught is None:
-            _finish(study, job, output_dir, evaluation, train_channel, refit, result, log)
+            _finish(study, job, output_dir, evaluation, train_channel, refit, ensemble, result,
+                    log)
     return result
+
+
+def _check_ensemble(size: int, config: TuningConfig) -> None:
+    if size < 1 or size > config.trials:
+        raise UsageError(f"ensemble must be in [1, MaxNumberOfTrainingJobs = {config.trials}], "
+                         f"got {size}")
+    if size > 1 and config.objective == "train:final_loss":
+        raise UsageError("an ensemble is kept only if it scores better on a test objective; "
+                         "train:final_loss scores single models (use test:RMSE or "
+                         "test:mean_wQuantileLoss)")
 
 
 def _claim(study: Any, job: Job, settings: Dict[str, Any]) -> None:
@@ -851,15 +922,34 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
         return (f"best: trial {figures['trial']}, {figures['objective']} "
                 f"{figures['value']:.6g}: {_values_text(figures['hyperparameters'])} "
                 f"({_count_text(figures['counts'])}; {figures['stop_reason']})")
+    if event == "ensemble":
+        if "reason" in figures:
+            return f"ensemble of {figures['size']}: not made ({figures['reason']})"
+        verdict = "kept" if figures["kept"] else "not kept: the best trial alone scores better"
+        return (f"ensemble of trials {', '.join(map(str, figures['trials']))}: "
+                f"{figures['objective']} {figures['value']:.6g} against the best trial's "
+                f"{figures['best_value']:.6g}; {verdict}")
     if event == "model":
-        how = {
-            "refit": f"the best hyperparameters (trial {figures['trial']}) trained on the whole "
-                     f"train channel {figures['train']}",
-            "copy": f"trial {figures['trial']}'s model (trained on {figures['train']}"
-                    + ("; no refit)" if figures.get("holdout") else ")"),
-            "retrain": f"trial {figures['trial']}'s hyperparameters trained again here (its "
-                       f"model is on another machine)",
-            "unchanged": f"trial {figures['trial']}'s model, already there",
-        }[figures["how"]]
-        return f"model: {figures['path']} <- {how}"
+        return f"model: {figures['path']} <- {_model_text(figures)}"
     return None
+
+
+def _model_text(figures: Dict[str, Any]) -> str:
+    if "trials" in figures:
+        members = f"trials {', '.join(map(str, figures['trials']))}"
+        return {
+            "refit": f"an ensemble of the hyperparameters of {members}, each trained on the "
+                     f"whole train channel {figures['train']}",
+            "copy": f"an ensemble of the models of {members} (trained on {figures['train']}"
+                    + ("; no refit)" if figures.get("holdout") else ")"),
+            "unchanged": f"the ensemble of {members}, already there",
+        }[figures["how"]]
+    return {
+        "refit": f"the best hyperparameters (trial {figures['trial']}) trained on the whole "
+                 f"train channel {figures['train']}",
+        "copy": f"trial {figures['trial']}'s model (trained on {figures['train']}"
+                + ("; no refit)" if figures.get("holdout") else ")"),
+        "retrain": f"trial {figures['trial']}'s hyperparameters trained again here (its "
+                   f"model is on another machine)",
+        "unchanged": f"trial {figures['trial']}'s model, already there",
+    }[figures["how"]]
