@@ -3,6 +3,7 @@ train channel, the best refit on all of it), then the tuned model and fixed hype
 both scored on the untouched test channel, beside a seasonal-naive forecast.
 
     python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
+        [--ensemble 3] [--seeds 0,1,2]
 
 synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
 default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
@@ -10,7 +11,9 @@ co2 (weekly Mauna Loa CO2, 1958-2001, with gaps) and elnino (monthly Pacific sea
 temperatures, 1950-2010): one real series each from statsmodels' offline data sets
 (pip install 'statsmodels<0.15', which keeps numpy < 1.24), tuned around SageMaker's defaults
 (20 epochs, batches of 32), against those with context_length = prediction_length.
-Writes benchmarks/results/tune_bench-<dataset>.json.
+Each seed is the tune's RandomSeed and every training seed; with `--ensemble K` the single
+best trial (refit, the ensemble's first member) is scored beside the ensemble. Writes
+benchmarks/results/tune_bench-<dataset>.json: each seed's figures and their medians.
 """
 
 from __future__ import annotations
@@ -78,16 +81,8 @@ def score(model_dir: Path, test: Path, seed: int) -> Dict[str, Dict[str, float]]
             "seasonal_naive": {k: result.baseline[k] for k in FIGURES}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "tune_bench")
-    args = parser.parse_args()
-
-    folder = args.work_dir / args.dataset
+def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
+    folder = args.work_dir / args.dataset / f"seed{seed}"
     test_records, static, fixed = DATASETS[args.dataset]()
     horizon = int(static["prediction_length"])
     train_records = [Record(r.start, r.target[:-horizon]) for r in test_records]
@@ -96,34 +91,64 @@ def main() -> None:
     (folder / "static.json").write_text(json.dumps(static))
     # The default ranges, with a RandomSeed so that a rerun draws the same trials.
     (folder / "tuning.json").write_text(json.dumps({
-        "ParameterRanges": tuning_config.default_ranges(static), "RandomSeed": args.seed}))
+        "ParameterRanges": tuning_config.default_ranges(static), "RandomSeed": seed}))
 
     tic = time.perf_counter()
     result = tuning.tune(folder / "train.json", folder / "static.json", folder / "tune",
                          config_file=folder / "tuning.json", max_trials=args.trials,
-                         max_parallel=args.parallel, seed=args.seed, log=Reporter())
+                         max_parallel=args.parallel, ensemble=args.ensemble, seed=seed,
+                         log=Reporter())
     tune_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
-    train(folder / "train.json", resolve(fixed), folder / "fixed", seed=args.seed)
+    train(folder / "train.json", resolve(fixed), folder / "fixed", seed=seed)
     fixed_seconds = time.perf_counter() - tic
 
-    tuned_scores = score(folder / "tune" / "model", folder / "test.json", args.seed)
-    fixed_scores = score(folder / "fixed", folder / "test.json", args.seed)
-    report = {
-        "dataset": args.dataset, "series": len(test_records), "prediction_length": horizon,
+    model = folder / "tune" / "model"
+    members = model / "members"
+    tuned = score(model, folder / "test.json", seed)
+    fixed_scores = score(folder / "fixed", folder / "test.json", seed)
+    return {
+        "seed": seed, "series": len(test_records), "prediction_length": horizon,
         "trials": result.counts, "tune_seconds": round(tune_seconds, 1),
         "fixed_train_seconds": round(fixed_seconds, 1), "best": result.best,
-        "fixed_hyperparameters": fixed, "tuned": tuned_scores["model"],
+        "ensemble": json.loads((folder / "tune" / "tuning.json").read_text())["model"],
+        "fixed_hyperparameters": fixed, "tuned": tuned["model"],
+        "single_best": score(members / "0", folder / "test.json", seed)["model"]
+        if members.is_dir() else tuned["model"],
         "fixed": fixed_scores["model"], "seasonal_naive": fixed_scores["seasonal_naive"],
     }
+
+
+COLUMNS = ("tuned", "single_best", "fixed", "seasonal_naive")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--ensemble", type=int, default=3)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "tune_bench")
+    args = parser.parse_args()
+
+    runs = [one_seed(args, int(seed)) for seed in args.seeds.split(",")]
+    medians = {column: {name: float(np.median([run[column][name] for run in runs]))
+                        for name in FIGURES} for column in COLUMNS}
+    report = {"dataset": args.dataset, "trials": args.trials, "ensemble": args.ensemble,
+              "runs": runs, "median": medians}
     output = REPO / "benchmarks" / "results" / f"tune_bench-{args.dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'':<22}{'tuned':>10}{'fixed':>10}{'naive':>10}")
+    print(f"median of seeds {args.seeds}")
+    print(f"{'':<22}" + "".join(f"{c:>15}" for c in COLUMNS))
     for name in FIGURES:
-        print(f"{name:<22}" + "".join(f"{report[k][name]:>10.4f}"
-                                      for k in ("tuned", "fixed", "seasonal_naive")))
-    print(f"tune: {result.counts} in {tune_seconds:.0f} s; best {result.best}; wrote {output}")
+        print(f"{name:<22}" + "".join(f"{medians[c][name]:>15.4f}" for c in COLUMNS))
+    for run in runs:
+        print(f"seed {run['seed']}: {run['trials']} in {run['tune_seconds']:.0f} s; model "
+              f"{run['ensemble']}; RMSE {run['tuned']['RMSE']:.4f} / single "
+              f"{run['single_best']['RMSE']:.4f} / fixed {run['fixed']['RMSE']:.4f}")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":
