@@ -12,8 +12,10 @@ temperatures, 1950-2010): one real series each from statsmodels' offline data se
 (pip install 'statsmodels<0.15', which keeps numpy < 1.24), tuned around SageMaker's defaults
 (20 epochs, batches of 32), against those with context_length = prediction_length.
 Each seed is the tune's RandomSeed and every training seed; with `--ensemble K` the single
-best trial (refit, the ensemble's first member) is scored beside the ensemble. Writes
-benchmarks/results/tune_bench-<dataset>.json: each seed's figures and their medians.
+best trial (refit, the ensemble's first member) is scored beside the ensemble. Each seed's
+figures go to benchmarks/results/tune_bench-<dataset>-seed<N>.json as it ends (`--reuse`
+skips seeds already there, so seeds can run in parallel processes and be combined), their
+medians to tune_bench-<dataset>.json.
 """
 
 from __future__ import annotations
@@ -129,16 +131,24 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--ensemble", type=int, default=3)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take the seeds whose result file exists from it")
     parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "tune_bench")
     args = parser.parse_args()
 
-    runs = [one_seed(args, int(seed)) for seed in args.seeds.split(",")]
+    results = REPO / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in map(int, args.seeds.split(",")):
+        path = results / f"tune_bench-{args.dataset}-seed{seed}.json"
+        if not (args.reuse and path.exists()):
+            path.write_text(json.dumps(one_seed(args, seed), indent=2) + "\n")
+        runs.append(json.loads(path.read_text()))
     medians = {column: {name: float(np.median([run[column][name] for run in runs]))
                         for name in FIGURES} for column in COLUMNS}
     report = {"dataset": args.dataset, "trials": args.trials, "ensemble": args.ensemble,
               "runs": runs, "median": medians}
-    output = REPO / "benchmarks" / "results" / f"tune_bench-{args.dataset}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = results / f"tune_bench-{args.dataset}.json"
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"median of seeds {args.seeds}")
     print(f"{'':<22}" + "".join(f"{c:>15}" for c in COLUMNS))
