@@ -76,8 +76,8 @@ def test_plot_predict_and_evaluate_give_the_same_quantiles(model: str, tmp_path:
         "num_eval_samples"]
     predictions = tmp_path / "predictions.jsonl"
     assert run("predict", "--model-dir", str(trained.model), "--input", str(trained.train),
-               "--output", str(predictions), "--quantiles", QUANTILES, "--num-samples", str(samples),
-               "--seed", SEED).exit_code == 0
+               "--output", str(predictions), "--quantiles", QUANTILES, "--num-samples",
+               str(samples), "--seed", SEED).exit_code == 0
     assert run("plot", "--model-dir", str(trained.model), "--test", str(trained.test),
                "--series", "0-7", "--output-dir", str(tmp_path / "plots"), "--seed", SEED,
                "--quiet").exit_code == 0
