@@ -431,7 +431,7 @@ def test_missing_model_and_input(runner, models, base, jsonl, tmp_path) -> None:
     result = predict(runner, models.plain, absent, out)
     assert result.exit_code == 64
     assert result.stderr == usage_error(
-        "predict", f"Invalid value for '--input': File '{absent}' does not exist.")
+        "predict", f"Invalid value for '--input': Path '{absent}' does not exist.")
     empty = jsonl(["", ""], name="empty.json")
     result = predict(runner, models.plain, empty, out)
     assert result.exit_code == 65

@@ -1,12 +1,12 @@
-"""`deepar-cli serve`: the real endpoint (gunicorn, 2 workers) on a free loopback port.
+"""`deepar-cli serve`: the real endpoint (2 workers) on a free loopback port.
 
 One tiny model (with a `cat` feature, so a wrong `cat` count can be refused) and one server
-serve the module; the shutdown tests start their own. Every wait is bounded.
+(read timeout 2 s) serve the module; the shutdown, timeout and overload tests start their
+own. Hostile clients speak raw HTTP over a socket. Every wait is bounded.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -34,6 +34,7 @@ JSON_TYPE = "application/json"
 LINES_TYPE = "application/jsonlines"
 START_TIMEOUT_S = 60
 HTTP_TIMEOUT_S = 30
+READ_TIMEOUT_S = 2  # the module server's --read-timeout
 
 
 def free_port() -> int:
@@ -130,7 +131,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(model: SimpleNamespace) -> Iterator[Server]:
     endpoint = Server(model.dir, model.folder / "serve.log",
-                      env={"DEEPAR_INFERENCE_CONFIG": json.dumps(LINES_CONFIG)})
+                      env={"DEEPAR_INFERENCE_CONFIG": json.dumps(LINES_CONFIG)},
+                      options=["--read-timeout", str(READ_TIMEOUT_S)])
     try:
         endpoint.wait_ready()
         yield endpoint
@@ -139,7 +141,7 @@ def server(model: SimpleNamespace) -> Iterator[Server]:
     log = endpoint.text()
     # Bad requests are the client's problem: no server error and no traceback, ever.
     assert "Traceback" not in log and "unexpected error" not in log, log
-    assert "WORKER TIMEOUT" not in log, log
+    assert "overran the timeout" not in log and "died" not in log, log
 
 
 def request(model: SimpleNamespace, **configuration: Any) -> Dict[str, Any]:
@@ -459,26 +461,218 @@ def test_still_serving_after_refusals(server: Server, model: SimpleNamespace) ->
 
 def test_unexpected_error_is_a_json_500(caplog: pytest.LogCaptureFixture) -> None:
     """A bug (here: a broken model object) is logged with its traceback and answered 500
-    with a JSON body that holds none."""
-    from deepar_cli.server import Endpoint, Settings
+    with a JSON body that holds none (what a worker sends back for the request)."""
+    from deepar_cli.server import Settings
+    from deepar_cli.worker import answer
 
-    app = Endpoint(model=object(), settings=Settings(model_dir=Path("unused")))
     body = json.dumps({"instances": [RECORD]}).encode()
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/invocations",
-               "CONTENT_TYPE": JSON_TYPE, "CONTENT_LENGTH": str(len(body)),
-               "wsgi.input": io.BytesIO(body)}
-    seen: Dict[str, Any] = {}
-
-    def start_response(status: str, headers: List[Any]) -> None:
-        seen.update(status=status, headers=dict(headers))
-
-    with caplog.at_level("ERROR", logger="gunicorn.error"):
-        answer = b"".join(app(environ, start_response))
-    assert seen["status"] == "500 Internal Server Error"
-    assert seen["headers"]["Content-Type"] == JSON_TYPE
-    assert json.loads(answer) == {
+    with caplog.at_level("ERROR", logger="deepar_cli.serve"):
+        reply = answer(object(), Settings(model_dir=Path("unused")), JSON_TYPE, JSON_TYPE, body)
+    assert (reply.status, reply.content_type) == (500, JSON_TYPE)
+    assert json.loads(reply.body) == {
         "error": "internal server error (the server log has the details)"}
     assert "Traceback" in caplog.text and "AttributeError" in caplog.text
+
+
+# --- slow and hostile clients (raw HTTP on a socket) ----------------------------------
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_S)
+
+
+def read_answer(sock: socket.socket) -> SimpleNamespace:
+    """One HTTP answer from the socket: status, headers (lower-case names), JSON body, and
+    whether the server closed the connection after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-answer"
+        body += chunk
+    closed = sock.recv(1) == b""
+    return SimpleNamespace(status=int(lines[0].split()[1]), headers=headers,
+                           json=json.loads(body), closed=closed)
+
+
+def exchange(server: Server, data: bytes) -> SimpleNamespace:
+    with connect(server) as sock:
+        sock.sendall(data)
+        return read_answer(sock)
+
+
+def head(method: str = "POST", path: str = "/invocations", **fields: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
+             "Content-Type: application/json"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in fields.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+READ_TIMEOUT = {"error": f"the request did not arrive within the server's read timeout of "
+                         f"{READ_TIMEOUT_S} s"}
+
+
+def test_slow_client_gets_408(server: Server, model: SimpleNamespace) -> None:
+    """Headers, or a body, not in within --read-timeout: 408 and the connection closed;
+    meanwhile the endpoint answers everyone else."""
+    half_head, half_body = connect(server), connect(server)
+    try:
+        started = time.monotonic()
+        half_head.sendall(b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
+        half_body.sendall(head(Content_Length="1000") + b'{"instances": [')
+        assert server.post(request(model, num_samples=5)).status_code == 200
+        assert server.http.get(server.url + "/ping", timeout=HTTP_TIMEOUT_S).status_code == 200
+        for sock in (half_head, half_body):
+            answer = read_answer(sock)
+            assert (answer.status, answer.json, answer.closed) == (408, READ_TIMEOUT, True)
+        assert READ_TIMEOUT_S <= time.monotonic() - started < READ_TIMEOUT_S + 5
+    finally:
+        half_head.close()
+        half_body.close()
+    assert server.post(request(model, num_samples=5)).status_code == 200
+
+
+def test_slow_clients_do_not_delay_ping(server: Server, model: SimpleNamespace) -> None:
+    """Twice as many clients as workers, each stuck mid-body: /ping answers at once, and so
+    does a forecast (a slow client costs a connection, not a worker)."""
+    slow = [connect(server) for _ in range(4)]
+    try:
+        for sock in slow:
+            sock.sendall(head(Content_Length="100000") + b"{")
+        time.sleep(0.2)
+        seconds = []
+        for _ in range(10):
+            started = time.monotonic()
+            answer = server.http.get(server.url + "/ping", timeout=HTTP_TIMEOUT_S)
+            seconds.append(time.monotonic() - started)
+            assert answer.status_code == 200
+        assert max(seconds) < 0.5, seconds
+        assert server.post(request(model, num_samples=5)).status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_content_length_over_limit_without_the_body(server: Server) -> None:
+    """Headers alone announcing 7 MB: 413 at once, before any byte of the body."""
+    with connect(server) as sock:
+        sock.settimeout(5)
+        sock.sendall(head(Content_Length=str(7 * 1024 * 1024)))
+        answer = read_answer(sock)
+    assert (answer.status, answer.json, answer.closed) == (413, {"error": TOO_LARGE}, True)
+    assert answer.headers["connection"] == "close"
+
+
+def test_expect_100_continue_over_limit(server: Server) -> None:
+    """A client that waits for 100 Continue before its body gets the 413 instead."""
+    answer = exchange(server, head(Content_Length=str(7 * 1024 * 1024),
+                                   Expect="100-continue"))
+    assert (answer.status, answer.json) == (413, {"error": TOO_LARGE})
+
+
+@pytest.mark.parametrize("data, status, message", [
+    (head(Transfer_Encoding="chunked") + b"zz\r\n{}\r\n0\r\n\r\n", 400,
+     "malformed chunked request body"),
+    (head(Transfer_Encoding="chunked") + b"2\r\n{}XX", 400, "malformed chunked request body"),
+    (b"GARBAGE\r\n\r\n", 400, "malformed HTTP request line or headers"),
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400,
+     "malformed HTTP request line or headers"),
+    (head(**{f"X_{i}": "1" for i in range(150)}), 431,
+     "the request has more than 100 header fields"),
+    (head(X_Big="x" * 20_000), 431,
+     "the request line and headers are larger than the server's limit of 16 KB"),
+], ids=["chunk size", "chunk end", "request line", "header line", "header count",
+        "header size"])
+def test_malformed_requests(server: Server, data: bytes, status: int, message: str) -> None:
+    answer = exchange(server, data)
+    assert (answer.status, answer.json, answer.closed) == (status, {"error": message}, True)
+
+
+def test_keep_alive(server: Server) -> None:
+    """Several requests on one connection, pipelined: answered in turn, none dropped."""
+    ping = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(ping * 3)
+        data = b""
+        while data.count(b'{"status":"ok"}') < 3:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
+
+
+@pytest.fixture(scope="module")
+def tight(model: SimpleNamespace) -> Iterator[Server]:
+    """One worker, room for 1 queued request, 4 connections, 1 MB of bodies in memory, and
+    2 s for a forecast."""
+    endpoint = Server(model.dir, model.folder / "tight.log", workers=1,
+                      options=["--max-queue", "1", "--max-connections", "4", "--timeout", "2",
+                               "--max-buffer-mb", "1"])
+    try:
+        endpoint.wait_ready()
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+def overloaded(what: str) -> Dict[str, str]:
+    return {"error": f"the server is at its limit of {what}; retry shortly"}
+
+
+def test_connection_ceiling(tight: Server) -> None:
+    tight.http.close()  # its keep-alive connection would count
+    time.sleep(0.3)
+    idle = [connect(tight) for _ in range(4)]
+    try:
+        time.sleep(0.3)  # accepted by now
+        started = time.monotonic()
+        answer = exchange(tight, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert time.monotonic() - started < 2
+        assert (answer.status, answer.json) == (503, overloaded("4 connections"))
+        assert answer.headers["retry-after"] == "1"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_queue_ceiling(tight: Server, model: SimpleNamespace) -> None:
+    """The worker busy and the queue full: the next request gets 503 at once. The busy
+    request overruns --timeout (so the test's length does not depend on the machine's
+    speed), and the queued one waits past it while the worker is replaced: 504 for both."""
+    def post(num_samples: int) -> int:
+        http = session()
+        try:
+            return http.post(tight.url + "/invocations", timeout=120,
+                             data=json.dumps(request(model, num_samples=num_samples)),
+                             headers={"Content-Type": JSON_TYPE}).status_code
+        finally:
+            http.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        busy = pool.submit(post, 10_000)
+        time.sleep(0.5)  # in the worker's hands
+        queued = pool.submit(post, 5)
+        time.sleep(0.3)  # in the queue
+        started = time.monotonic()
+        answer = exchange(tight, head(Content_Length="2"))  # refused before its body
+        assert time.monotonic() - started < 1
+        assert (answer.status, answer.json, answer.closed) == (
+            503, overloaded("1 queued requests"), True)
+        assert answer.headers["retry-after"] == "1"
+        assert (busy.result(timeout=150), queued.result(timeout=150)) == (504, 504)
+
+
+def test_memory_ceiling(tight: Server) -> None:
+    """Bodies held in memory have a ceiling (here 1 MB): past it 503, before reading."""
+    answer = exchange(tight, head(Content_Length=str(2 * 1024 * 1024)))
+    assert (answer.status, answer.json) == (503, overloaded("1 MB of request bodies in memory"))
 
 
 # --- start and stop -------------------------------------------------------------------
@@ -518,21 +712,25 @@ def test_shutdown_finishes_request_in_flight(model: SimpleNamespace, how: str) -
 
 
 def test_request_over_timeout(model: SimpleNamespace) -> None:
-    """--timeout 1: a request that runs longer is aborted with a JSON 504 and its worker
-    replaced; the endpoint goes on serving. Loading the model (about 2 s here) does not
-    count against the timeout."""
-    endpoint = Server(model.dir, model.folder / "timeout.log", options=["--timeout", "1"])
+    """--timeout 3: a request that runs longer is aborted with a JSON 504 and its worker
+    killed and replaced; the endpoint goes on serving. Loading the model (about 2 s here)
+    does not count against the timeout."""
+    endpoint = Server(model.dir, model.folder / "timeout.log", options=["--timeout", "3"])
     try:
         endpoint.wait_ready()
         started = time.monotonic()
-        answer = endpoint.post(request(model, num_samples=10_000, output_types=["mean"]))
-        assert time.monotonic() - started < 8
+        # 40 x the tiny instances at 10,000 samples: minutes of work, on any machine
+        heavy = {"instances": model.instances * 40,
+                 "configuration": {"num_samples": 10_000, "output_types": ["mean"]}}
+        answer = endpoint.post(heavy)
+        assert time.monotonic() - started < 10
         assert (answer.status_code, answer.json()) == (504, {
-            "error": "the request took longer than the server's timeout of 1 s; send fewer "
+            "error": "the request took longer than the server's timeout of 3 s; send fewer "
                      "instances or samples per request"})
         for _ in range(3):
             assert endpoint.post(request(model, num_samples=5)).status_code == 200
-        assert "504 POST /invocations" in endpoint.text()
+        log = endpoint.text()
+        assert "504 POST /invocations" in log and "overran the timeout of 3 s" in log
     finally:
         endpoint.stop()
     assert endpoint.proc.returncode == 0

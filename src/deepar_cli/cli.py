@@ -310,10 +310,12 @@ def _inference_config(config: Any, overrides: dict) -> Tuple[Any, bool]:
 @main.command()
 @click.option("--model-dir", type=PathType, required=True)
 @click.option("--input", "input_path", type=click.Path(path_type=Path, allow_dash=True,
-                                                       exists=True, dir_okay=False),
-              required=True, help="JSON Lines of records, or one endpoint request; - for stdin.")
+                                                       exists=True),
+              required=True, help="JSON Lines of records (.json, .jsonl, .json.gz), one "
+                                  "endpoint request, or a folder of such files; - for stdin.")
 @click.option("--output", "output_path", type=click.Path(path_type=Path, allow_dash=True),
-              required=True, help="Where predictions go; - for stdout.")
+              required=True, help="Where predictions go; - for stdout. For a folder --input, "
+                                  "a folder receiving one <name>.out per input file.")
 @click.option("--config", type=InferenceConfigParam(), default=None,
               help="Inference configuration as JSON (default: $DEEPAR_INFERENCE_CONFIG).")
 @click.option("--num-samples", type=NumSamples, default=None)
@@ -321,21 +323,52 @@ def _inference_config(config: Any, overrides: dict) -> Tuple[Any, bool]:
               help='e.g. "mean,quantiles,samples".')
 @click.option("--quantiles", type=QuantilesParam(), default=None, help='e.g. "0.1,0.5,0.9".')
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: this process; ray: Ray actors, on a local Ray "
+                                      "or the cluster at --address (same bytes).")
+@click.option("--address", metavar="HOST:PORT",
+              help="Ray cluster to join (as `ray start --head` prints it); default: start a "
+                   "local Ray.")
+@click.option("--workers", type=click.IntRange(1, 100_000), default=None,
+              help="Ray workers (default: one per --worker-cpus CPUs of the cluster).")
+@click.option("--worker-cpus", type=click.IntRange(1, 1024), default=None,
+              help="CPUs, and threads, per Ray worker.  [default: 1]")
+@click.option("--shard-lines", type=click.IntRange(1), default=None,
+              help="Records per shard handed to a Ray worker.  [default: 1000]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(model_dir: Path, input_path: Path, output_path: Path, config: Any,
             num_samples: Optional[int], output_types: Optional[Tuple[str, ...]],
-            quantiles: Optional[Tuple[str, ...]], seed: int, quiet: bool) -> None:
-    """Batch transform: SageMaker DeepAR records in, prediction objects out."""
-    from deepar_cli.inference import run_batch_transform
+            quantiles: Optional[Tuple[str, ...]], seed: int, engine: str,
+            address: Optional[str], workers: Optional[int], worker_cpus: Optional[int],
+            shard_lines: Optional[int], quiet: bool) -> None:
+    """Batch transform: SageMaker DeepAR records in, prediction objects out.
+
+    A folder in gives a folder out, one <name>.out per input file, as SageMaker's batch
+    transform writes them.
+    """
+    from deepar_cli.batch import transform
 
     config, given = _inference_config(config, {"num_samples": num_samples,
                                                "output_types": output_types,
                                                "quantiles": quantiles})
-    count = run_batch_transform(_load_model(model_dir), input_path, output_path, config,
-                                seed=seed, config_given=given,
-                                progress=not quiet and sys.stderr.isatty())
+    ray_given = {k: v for k, v in {"address": address, "workers": workers,
+                                   "worker_cpus": worker_cpus,
+                                   "shard_lines": shard_lines}.items() if v is not None}
+    options = None
+    if engine == "ray":
+        from deepar_cli.ray_engine import RayOptions, check
+
+        options = RayOptions(**ray_given)
+        check(options)  # before the model loads: Ray installed, the address answering
+    elif ray_given:
+        raise UsageError(f"--{next(iter(ray_given)).replace('_', '-')} applies to --engine "
+                         "ray only")
+    count, files = transform(_load_model(model_dir), input_path, output_path, config,
+                             seed=seed, config_given=given, ray=options,
+                             progress=not quiet and sys.stderr.isatty() and engine == "local")
     if str(output_path) != "-":
-        click.echo(f"wrote {count} predictions to {output_path}")
+        where = f"{files} files in {output_path}" if input_path.is_dir() else output_path
+        click.echo(f"wrote {count} predictions to {where}")
 
 
 @main.command()
@@ -372,27 +405,44 @@ def plot(model_dir: Path, test_channel: Path, series: Optional[List[int]], outpu
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes; each loads the model and answers one request at a time.")
+              help="Forecasting processes; each loads the model and answers one request at "
+                   "a time.")
 @click.option("--timeout", type=click.IntRange(1, 3600), default=60, show_default=True,
-              help="Seconds a request may run (SageMaker: 60); past it the client gets 504 "
-                   "and the worker is replaced.")
+              help="Seconds a request may wait for a worker, and then run on it (SageMaker: "
+                   "60); past either the client gets 504, and a worker over it is replaced.")
+@click.option("--read-timeout", type=click.FloatRange(0.1, 3600), default=10.0,
+              show_default=True, help="Seconds for a request's headers, and again for its "
+                                      "body, to arrive; past it 408.")
+@click.option("--keep-alive", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              help="Seconds an idle keep-alive connection stays open (above a load "
+                   "balancer's idle timeout, if behind one).")
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every request is forecast from this seed, as `predict --seed` does.")
 @click.option("--max-payload-mb", type=click.FloatRange(0, 1024, min_open=True), default=6.0,
               show_default=True, help="Larger request bodies get 413 (SageMaker: 6 MB).")
-def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int, seed: int,
-          max_payload_mb: float) -> None:
+@click.option("--max-connections", type=click.IntRange(1, 100_000), default=1000,
+              show_default=True, help="Open connections; past it 503 with Retry-After.")
+@click.option("--max-queue", type=click.IntRange(1, 100_000), default=128, show_default=True,
+              help="Requests waiting for a worker; past it 503 with Retry-After.")
+@click.option("--max-buffer-mb", type=click.FloatRange(1, 1 << 20), default=256.0,
+              show_default=True, help="Request bodies held in memory at once (being read or "
+                                      "queued); past it 503 with Retry-After.")
+def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int,
+          read_timeout: float, keep_alive: float, seed: int, max_payload_mb: float,
+          max_connections: int, max_queue: int, max_buffer_mb: float) -> None:
     """The endpoint: SageMaker's DeepAR GET /ping and POST /invocations over HTTP.
 
     JSON requests ({"instances": [...], "configuration": {...}}) and JSON Lines of
     records (configuration from $DEEPAR_INFERENCE_CONFIG) are answered byte for byte as
     `predict` answers them. Stops gracefully on SIGTERM or Ctrl-C.
     """
-    from deepar_cli.gunicorn_app import serve as run
+    from deepar_cli.serving import serve as run
 
     lines_config, _ = _inference_config(None, {})
-    run(model_dir, host=host, port=port, workers=workers, timeout=timeout, seed=seed,
-        max_payload_mb=max_payload_mb, lines_config=lines_config)
+    run(model_dir, lines_config=lines_config, host=host, port=port, workers=workers,
+        seed=seed, timeout=timeout, read_timeout=read_timeout, keep_alive=keep_alive,
+        max_payload_mb=max_payload_mb, max_connections=max_connections,
+        max_queue=max_queue, max_buffer_mb=max_buffer_mb)
 
 
 def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:

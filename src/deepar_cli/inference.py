@@ -6,6 +6,7 @@ so the same request gives the same bytes from either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -174,15 +175,17 @@ def answer_request(model: Model, body: bytes, *, seed: int) -> bytes:
 
 
 def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, *, seed: int,
-                 source: str = "line", chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
+                 source: str = "line", chunk: int = STREAM_CHUNK, first_line: int = 1
+                 ) -> Iterator[bytes]:
     """Batch transform: JSON Lines records in, one JSON line out per record, in order.
 
     Streams: records are read, forecast and written `chunk` at a time (a record's forecast
-    does not depend on its chunk). Errors name `source:line`.
+    does not depend on its chunk). Errors name `source:line`, counting lines from
+    `first_line` (a shard of a file starts further down).
     """
     extra = model.hp.prediction_length
     pending: List[Record] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         where = f"{source}:{number}"
@@ -264,25 +267,70 @@ def config_from_environment(environ: Mapping[str, str] = os.environ) -> Inferenc
     return config_from_json(text, CONFIG_ENV) if text else InferenceConfig()
 
 
+def open_input(path: "os.PathLike[str] | str") -> IO[bytes]:
+    """A batch-transform input for reading: "-" is stdin, `.gz` is decompressed."""
+    import gzip
+    import sys
+
+    name = str(path)
+    try:
+        if name == "-":
+            return sys.stdin.buffer
+        return gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{name}: cannot be read ({exc.strerror})") from None
+
+
 def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
                         output_path: "os.PathLike[str] | str", config: InferenceConfig, *,
                         seed: int, config_given: bool = False, progress: bool = False) -> int:
-    """`deepar-cli predict`: stream input to output ("-" is stdin/stdout); the output file
-    appears only once complete. `progress` draws a bar on stderr for JSON Lines input."""
+    """Batch transform of one file: stream input to output ("-" is stdin/stdout); the
+    output file appears only once complete. `progress` draws a bar on stderr for JSON
+    Lines input."""
     import sys
     from pathlib import Path
 
     from deepar_cli.atomic import atomic_file
 
     name = str(input_path)
-    try:
-        source = sys.stdin.buffer if name == "-" else open(input_path, "rb")
-    except OSError as exc:
-        raise DataError(f"{name}: cannot be read ({exc.strerror})") from None
-    with source:
+    with open_input(input_path) as source:
         if str(output_path) == "-":
-            return predict_file(model, source, sys.stdout.buffer, config, seed=seed, name=name,
-                                config_given=config_given, progress=progress)
-        with atomic_file(Path(output_path)) as tmp, open(tmp, "wb") as sink:
+            with gzip_errors(name):
+                return predict_file(model, source, sys.stdout.buffer, config, seed=seed,
+                                    name=name, config_given=config_given, progress=progress)
+        with atomic_file(Path(output_path)) as tmp, open(tmp, "wb") as sink, \
+                gzip_errors(name):
             return predict_file(model, source, sink, config, seed=seed, name=name,
                                 config_given=config_given, progress=progress)
+
+
+@contextlib.contextmanager
+def gzip_errors(name: str) -> Iterator[None]:
+    """A broken `.gz` input is bad data (not an OSError, which would read as an output
+    that cannot be written)."""
+    import gzip
+    import zlib
+
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{name}: not a readable gzip file ({exc})") from None
+
+
+def transform_shard(model: Model, data: bytes, config: InferenceConfig, *, seed: int,
+                    name: str, first_line: int, whole: bool, config_given: bool = False
+                    ) -> Tuple[bytes, int]:
+    """Batch transform of a shard held in memory: lines of JSON Lines that begin at line
+    `first_line` of `name`, or (`whole`) a whole file, read as `run_batch_transform` reads
+    one. Returns the output bytes, equal to that part of the single-process output, and
+    how many predictions they hold."""
+    import io
+
+    if whole:
+        sink = io.BytesIO()
+        count = predict_file(model, io.BytesIO(data), sink, config, seed=seed, name=name,
+                             config_given=config_given)
+        return sink.getvalue(), count
+    out = list(answer_lines(model, io.BytesIO(data), config, seed=seed, source=name,
+                            first_line=first_line))
+    return b"".join(out), len(out)

@@ -1,48 +1,46 @@
-"""SageMaker's DeepAR endpoint (`GET /ping`, `POST /invocations`) as a WSGI application.
+"""SageMaker's DeepAR endpoint (`GET /ping`, `POST /invocations`): what it answers.
 
-A plain WSGI application (`Endpoint`) answers through `deepar_cli.inference`, the path
+No I/O here: the routes, the limits and every refusal's status and message, and
+`forecast`, which answers an invocation's body through `deepar_cli.inference`, the path
 `deepar-cli predict` takes, so the same request and seed give the same bytes from either.
 `Content-Type: application/json` (also assumed when the header is absent) is an endpoint
 request, `{"instances": [...], "configuration": {...}}`; `application/jsonlines` is one
 record a line, configured by DEEPAR_INFERENCE_CONFIG. `Accept` picks either format for the
-answer (by default the request's). Refusals are `{"error": "..."}` with a 4xx status; a bug
-is logged with its traceback and answered 500 with a JSON body that holds none.
+answer (by default the request's). Refusals are `{"error": "..."}` with a 4xx or 5xx status.
 
-`deepar_cli.negotiation` decides the formats from the headers; `deepar_cli.gunicorn_app`
-runs the application under gunicorn (`deepar-cli serve`).
+`deepar_cli.http_front` reads and bounds HTTP, `deepar_cli.worker_pool` runs the
+forecasting processes (`deepar_cli.worker`), `deepar_cli.serving` puts them together.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
-import time
-import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import orjson
 
 from deepar_cli.errors import DataError, RequestError
 from deepar_cli.negotiation import JSON, JSON_LINES, accepted, format_of, media_type
 
-log = logging.getLogger("gunicorn.error")
-
+MB = 1024 * 1024
 MAX_PAYLOAD_MB = 6.0  # SageMaker's real-time endpoint payload limit
 TIMEOUT_S = 60  # SageMaker's invocation timeout
-DRAIN_LIMIT = 64 * 1024 * 1024  # read (and discard) at most this much of a refused body
+READ_TIMEOUT_S = 10  # a request's head, and then its body, must arrive within this
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
+MAX_CONNECTIONS = 1000
+MAX_QUEUE = 128  # complete requests waiting for a worker
+MAX_BUFFER_MB = 256.0  # request bodies held in memory at once (being read or queued)
+MAX_HEADER_BYTES = 16 * 1024  # the request line and headers together
+MAX_HEADERS = 100
+RETRY_AFTER_S = 1
 ROUTES: Dict[str, Tuple[str, ...]] = {
     "/ping": ("GET", "HEAD"),
     "/invocations": ("POST",),
     "/execution-parameters": ("GET",),
 }
 
-StartResponse = Callable[..., Any]
+Headers = List[Tuple[str, str]]
 
 
 class HTTPError(Exception):
@@ -58,218 +56,133 @@ class HTTPError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """What every worker needs to answer; built (and validated) in the master."""
+    """What the front and every worker need; built (and validated) before anything starts."""
 
     model_dir: Path
     seed: int = 42
     lines_config: Any = None  # InferenceConfig for JSON Lines requests (None: defaults)
-    max_body: int = int(MAX_PAYLOAD_MB * 1024 * 1024)
+    max_body: int = int(MAX_PAYLOAD_MB * MB)
     workers: int = 1
-    timeout: int = TIMEOUT_S
+    timeout: float = TIMEOUT_S
+    read_timeout: float = READ_TIMEOUT_S
+    keep_alive: float = KEEP_ALIVE_S
+    max_connections: int = MAX_CONNECTIONS
+    max_queue: int = MAX_QUEUE
+    max_buffer: int = int(MAX_BUFFER_MB * MB)
 
 
-class Endpoint:
-    """The WSGI application: routes, content negotiation, errors as `{"error": ...}`."""
-
-    def __init__(self, model: Any, settings: Settings) -> None:
-        from deepar_cli.inference import InferenceConfig
-
-        self.model = model
-        self.settings = settings
-        self.lines_config = settings.lines_config or InferenceConfig()
-        self.watchdog = Watchdog(settings.timeout)
-
-    def __call__(self, environ: Dict[str, Any], start_response: StartResponse
-                 ) -> List[bytes]:
-        try:
-            status, headers, body = self.dispatch(environ)
-        except HTTPError as error:
-            _drain(environ, DRAIN_LIMIT)  # an unread body would reset the connection
-            if error.status >= 500:
-                log.error("%s %s: %s", environ.get("REQUEST_METHOD"),
-                          environ.get("PATH_INFO"), error.message)
-            else:
-                log.info("%d %s %s: %s", error.status, environ.get("REQUEST_METHOD"),
-                         environ.get("PATH_INFO"), error.message)
-            status, headers = error.status, error.headers
-            body = orjson.dumps({"error": error.message})
-            headers = [("Content-Type", JSON)] + headers
-        except Exception:  # a bug here, not the client's fault: log it, keep serving
-            log.error("unexpected error answering %s %s\n%s", environ.get("REQUEST_METHOD"),
-                      environ.get("PATH_INFO"), traceback.format_exc())
-            status, body = 500, orjson.dumps(
-                {"error": "internal server error (the server log has the details)"})
-            headers = [("Content-Type", JSON)]
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            body = b""
-        phrase = HTTPStatus(status).phrase
-        start_response(f"{status} {phrase}",
-                       headers + [("Content-Length", str(len(body)))])
-        return [body]
-
-    def dispatch(self, environ: Dict[str, Any]) -> Tuple[int, List[Tuple[str, str]], bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        if path not in ROUTES:
-            raise HTTPError(404, f"no such path {path!r}; the endpoint serves "
-                                 "GET /ping and POST /invocations")
-        allowed = ROUTES[path]
-        if method not in allowed:
-            raise HTTPError(405, f"{method} is not allowed on {path}; use "
-                                 f"{' or '.join(allowed)}", [("Allow", ", ".join(allowed))])
-        if path == "/ping":
-            return 200, [("Content-Type", JSON)], b'{"status":"ok"}'
-        if path == "/execution-parameters":  # what SageMaker batch transform asks first
-            mb = self.settings.max_body / (1024 * 1024)
-            return 200, [("Content-Type", JSON)], orjson.dumps({
-                "MaxConcurrentTransforms": self.settings.workers,
-                "BatchStrategy": "MULTI_RECORD",
-                "MaxPayloadInMB": int(mb) if mb == int(mb) else mb})
-        with self.watchdog.watch(environ.get("gunicorn.socket"), environ):
-            return self.invocations(environ)
-
-    def invocations(self, environ: Dict[str, Any]
-                    ) -> Tuple[int, List[Tuple[str, str]], bytes]:
-        from deepar_cli import inference
-
-        content_type = media_type(environ.get("CONTENT_TYPE") or JSON)
-        request_format = format_of(content_type)
-        if request_format is None:
-            raise HTTPError(415, f"unsupported Content-Type {content_type!r}; send {JSON} "
-                                 f"(an endpoint request) or {JSON_LINES} (one record a line)")
-        accept = environ.get("HTTP_ACCEPT", "")
-        answer_format = accepted(accept, request_format)
-        if answer_format is None:
-            raise HTTPError(406, f"cannot answer in {accept.strip()!r}; the endpoint answers "
-                                 f"{JSON} or {JSON_LINES}")
-        body = _read_body(environ, self.settings.max_body)
-        if not body.strip():
-            raise HTTPError(400, "the request body is empty")
-        seed = self.settings.seed
-        try:
-            if request_format == JSON:
-                response = inference.answer_request(self.model, body, seed=seed)
-                if answer_format == JSON_LINES:
-                    predictions = orjson.loads(response)["predictions"]
-                    response = b"".join(inference.dumps(p) + b"\n" for p in predictions)
-            else:
-                lines = list(inference.answer_lines(
-                    self.model, body.splitlines(), self.lines_config, seed=seed))
-                if answer_format == JSON_LINES:
-                    response = b"".join(lines)
-                else:
-                    response = (b'{"predictions":[' + b",".join(line.rstrip(b"\n")
-                                                                for line in lines) + b"]}")
-        except (RequestError, DataError) as error:
-            raise HTTPError(400, str(error)) from None
-        return 200, [("Content-Type", answer_format)], response
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
 
 
-class Watchdog:
-    """Answers a request that outlives `seconds` with a JSON 504 on its socket, then ends
-    the worker (os._exit), which the gunicorn master replaces.
-
-    A thread, not a signal: Python runs signal handlers (gunicorn's own SIGABRT timeout
-    among them) only between bytecodes of the main thread, and the exception they raise
-    can land anywhere (an NDArray's __del__ swallows it); a thread runs while the main
-    thread waits in MXNet's C code (ctypes releases the GIL), e.g. in MXNet's gamma
-    sampler, which never returns on NaN parameters. gunicorn's worker timeout, a few
-    seconds longer, stays as the backstop.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.cond = threading.Condition()
-        self.current: Optional[Tuple[float, Any, Dict[str, Any]]] = None
-        self.thread: Optional[threading.Thread] = None
-
-    @contextmanager
-    def watch(self, client: Any, environ: Dict[str, Any]) -> Iterator[None]:
-        if client is None:  # not under gunicorn (a test calling the app): nothing to answer on
-            yield
-            return
-        with self.cond:
-            if self.thread is None:  # started in the worker, after the fork
-                self.thread = threading.Thread(target=self._run, name="request-watchdog",
-                                               daemon=True)
-                self.thread.start()
-            self.current = (time.monotonic() + self.seconds, client, environ)
-            self.cond.notify()
-        try:
-            yield
-        finally:
-            with self.cond:
-                self.current = None
-                self.cond.notify()
-
-    def _run(self) -> None:
-        with self.cond:
-            while True:
-                if self.current is None:
-                    self.cond.wait()
-                    continue
-                left = self.current[0] - time.monotonic()
-                if left > 0:
-                    self.cond.wait(left)
-                    continue
-                self._expire(*self.current[1:])
-
-    def _expire(self, client: Any, environ: Dict[str, Any]) -> None:
-        message = (f"the request took longer than the server's timeout of {self.seconds:g} s; "
-                   "send fewer instances or samples per request")
-        body = orjson.dumps({"error": message})
-        head = ("HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-        try:
-            client.settimeout(5)
-            client.sendall(head + body)
-            client.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        log.error("504 %s %s: %s; restarting the worker (pid %d)",
-                  environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), message, os.getpid())
-        os._exit(1)
+def route(method: str, path: str) -> None:
+    """404 for an unknown path, 405 (with Allow) for a method the path does not take."""
+    if path not in ROUTES:
+        raise HTTPError(404, f"no such path {path!r}; the endpoint serves "
+                             "GET /ping and POST /invocations")
+    allowed = ROUTES[path]
+    if method not in allowed:
+        raise HTTPError(405, f"{method} is not allowed on {path}; use "
+                             f"{' or '.join(allowed)}", [("Allow", ", ".join(allowed))])
 
 
-def _read_body(environ: Dict[str, Any], limit: int) -> bytes:
-    """The request body, or 413 once it is known to exceed `limit` bytes."""
-    stream = environ["wsgi.input"]
-    length_header = environ.get("CONTENT_LENGTH") or ""
-    too_large = HTTPError(413, f"the request body is larger than the endpoint's limit of "
-                               f"{_size(limit)}; send fewer instances per request")
-    if length_header.strip():
-        try:
-            length = int(length_header)
-        except ValueError:
-            raise HTTPError(400, f"bad Content-Length {length_header!r}") from None
-        if length > limit:
-            raise too_large
-        return stream.read(length) if length > 0 else b""
-    body = stream.read(limit + 1)  # chunked transfer: no length up front
-    if len(body) > limit:
-        raise too_large
-    return body
+def ping(ready: bool) -> bytes:
+    """/ping's body; 503 until a worker has loaded the model."""
+    if not ready:
+        raise HTTPError(503, "the model is still loading; /ping answers 200 once a worker "
+                             "has loaded it", [("Retry-After", str(RETRY_AFTER_S))])
+    return b'{"status":"ok"}'
 
 
-def _drain(environ: Dict[str, Any], limit: int) -> None:
-    """Read and discard an unwanted body so the client gets our answer, not a reset."""
-    stream = environ.get("wsgi.input")
-    if stream is None:
-        return
-    length_header = (environ.get("CONTENT_LENGTH") or "").strip()
-    if length_header.isdigit() and int(length_header) == 0:
-        return
-    left = limit
+def execution_parameters(settings: Settings) -> bytes:
+    """What SageMaker batch transform asks first."""
+    mb = settings.max_body / MB
+    return orjson.dumps({"MaxConcurrentTransforms": settings.workers,
+                         "BatchStrategy": "MULTI_RECORD",
+                         "MaxPayloadInMB": int(mb) if mb == int(mb) else mb})
+
+
+def formats(content_type: str, accept: str) -> Tuple[str, str]:
+    """(request format, answer format) from the headers; 415 or 406 if either is unusable."""
+    media = media_type(content_type or JSON)
+    request_format = format_of(media)
+    if request_format is None:
+        raise HTTPError(415, f"unsupported Content-Type {media!r}; send {JSON} "
+                             f"(an endpoint request) or {JSON_LINES} (one record a line)")
+    answer_format = accepted(accept, request_format)
+    if answer_format is None:
+        raise HTTPError(406, f"cannot answer in {accept.strip()!r}; the endpoint answers "
+                             f"{JSON} or {JSON_LINES}")
+    return request_format, answer_format
+
+
+def too_large(limit: int) -> HTTPError:
+    return HTTPError(413, f"the request body is larger than the endpoint's limit of "
+                          f"{size_text(limit)}; send fewer instances per request")
+
+
+def overloaded(what: str) -> HTTPError:
+    """503 at once, with Retry-After, when a ceiling is reached."""
+    return HTTPError(503, f"the server is at its limit of {what}; retry shortly",
+                     [("Retry-After", str(RETRY_AFTER_S))])
+
+
+def request_timeout(seconds: float) -> HTTPError:
+    return HTTPError(504, f"the request took longer than the server's timeout of "
+                          f"{seconds:g} s; send fewer instances or samples per request")
+
+
+def read_timeout(seconds: float) -> HTTPError:
+    return HTTPError(408, f"the request did not arrive within the server's read timeout of "
+                          f"{seconds:g} s")
+
+
+def malformed(in_body: bool, hint: int) -> HTTPError:
+    """A request HTTP/1.1 cannot parse: `hint` is the parser's suggested status."""
+    if in_body:
+        return HTTPError(400, "malformed chunked request body")
+    if hint == 431:
+        return headers_too_large()
+    if hint == 501:
+        return HTTPError(501, "unsupported Transfer-Encoding; send the body with "
+                              "Content-Length or chunked")
+    return HTTPError(400, "malformed HTTP request line or headers")
+
+
+def headers_too_large() -> HTTPError:
+    return HTTPError(431, f"the request line and headers are larger than the server's "
+                          f"limit of {MAX_HEADER_BYTES // 1024} KB")
+
+
+def too_many_headers() -> HTTPError:
+    return HTTPError(431, f"the request has more than {MAX_HEADERS} header fields")
+
+
+def forecast(model: Any, settings: Settings, request_format: str, answer_format: str,
+             body: bytes) -> bytes:
+    """An invocation's answer, in `answer_format`; 400 for a request DeepAR refuses."""
+    from deepar_cli import inference
+
+    if not body.strip():
+        raise HTTPError(400, "the request body is empty")
+    seed = settings.seed
     try:
-        while left > 0:
-            chunk = stream.read(min(65536, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-    except Exception:  # a client gone or a broken chunked body: nothing left to save
-        return
+        if request_format == JSON:
+            response = inference.answer_request(model, body, seed=seed)
+            if answer_format == JSON_LINES:
+                predictions = orjson.loads(response)["predictions"]
+                response = b"".join(inference.dumps(p) + b"\n" for p in predictions)
+            return response
+        lines = list(inference.answer_lines(model, body.splitlines(),
+                                            settings.lines_config or inference.InferenceConfig(),
+                                            seed=seed))
+    except (RequestError, DataError) as error:
+        raise HTTPError(400, str(error)) from None
+    if answer_format == JSON_LINES:
+        return b"".join(lines)
+    return b'{"predictions":[' + b",".join(line.rstrip(b"\n") for line in lines) + b"]}"
 
 
-def _size(limit: int) -> str:
-    mb = limit / (1024 * 1024)
+def size_text(limit: int) -> str:
+    mb = limit / MB
     return f"{mb:g} MB" if mb >= 1 else f"{limit} bytes"
