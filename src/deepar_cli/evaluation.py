@@ -82,11 +82,18 @@ def test_scores(model: Model, entries: List[Dict[str, Any]], *, seed: int) -> Di
     return {**headline(agg, quantiles), **coverage}
 
 
+def _test_entries(model: Model, source: Source, why: str = "") -> List[Dict[str, Any]]:
+    """A test channel (or GluonTS dataset) of full series as the model's entries; every
+    series must be long enough to hold out its last points (`why` ends the message)."""
+    records, _ = read_with_stats(source)
+    require_held_out(records, model.hp.prediction_length, why)
+    return to_entries(records, model.hp.freq, model.features)
+
+
 def score_channel(model: Model, source: Source, *, seed: int) -> Dict[str, float]:
     """`test_scores` of a test channel (or GluonTS dataset) of full series."""
-    records, _ = read_with_stats(source)
-    require_held_out(records, model.hp.prediction_length, " to hold out its last points")
-    return test_scores(model, to_entries(records, model.hp.freq, model.features), seed=seed)
+    return test_scores(model, _test_entries(model, source, " to hold out its last points"),
+                       seed=seed)
 
 
 @dataclass
@@ -179,11 +186,8 @@ def evaluate_source(model: Model, source: Source, *, seed: int,
                     quantiles: Optional[Sequence[float]] = None,
                     num_samples: Optional[int] = None, windows: int = 1) -> Backtest:
     """Backtest a test channel or GluonTS dataset of full series (see `backtest`)."""
-    records, _ = read_with_stats(source)
-    require_held_out(records, model.hp.prediction_length)
-    entries = to_entries(records, model.hp.freq, model.features)
-    return backtest(model, entries, seed=seed, quantiles=quantiles, num_samples=num_samples,
-                    windows=windows)
+    return backtest(model, _test_entries(model, source), seed=seed, quantiles=quantiles,
+                    num_samples=num_samples, windows=windows)
 
 
 def evaluate_channel(model: Model, channel: Source, output_dir: Path, *, seed: int,

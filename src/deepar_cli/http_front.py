@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple, cast
 
 import h11
 
@@ -84,9 +84,8 @@ class Front:
             await connection.refuse(overloaded(f"{self.settings.max_connections} "
                                                "connections"))
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self.connections[connection] = task
+        # start_server runs each callback in a task of its own
+        self.connections[connection] = cast("asyncio.Task[None]", asyncio.current_task())
         try:
             await connection.run()
         except asyncio.CancelledError:  # by shutdown(): the connection is closed, done

@@ -20,7 +20,7 @@ import logging
 import pickle
 import sys
 from dataclasses import dataclass, field
-from typing import Any, List, Tuple, Union
+from typing import Any, List, Tuple, Union, cast
 
 from deepar_cli.errors import ModelError
 from deepar_cli.server import HTTPError, Settings, overloaded, request_timeout
@@ -53,6 +53,9 @@ class Process:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        # started with stdin and stdout as pipes (`start`), so neither is None
+        self.stdin = cast(asyncio.StreamWriter, proc.stdin)
+        self.stdout = cast(asyncio.StreamReader, proc.stdout)
         self.exited = asyncio.ensure_future(proc.wait())
 
     @classmethod
@@ -77,12 +80,11 @@ class Process:
     async def exchange(self, message: object, payload: bytes = b""
                        ) -> Tuple[Any, bytes]:
         """Send one message (deepar_cli.worker's framing) and read the answer."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.writelines(frame(message, payload))
-        await self.proc.stdin.drain()
-        size, length = FRAME.unpack(await self.proc.stdout.readexactly(FRAME.size))
-        meta = pickle.loads(await self.proc.stdout.readexactly(size))
-        return meta, await self.proc.stdout.readexactly(length)
+        self.stdin.writelines(frame(message, payload))
+        await self.stdin.drain()
+        size, length = FRAME.unpack(await self.stdout.readexactly(FRAME.size))
+        meta = pickle.loads(await self.stdout.readexactly(size))
+        return meta, await self.stdout.readexactly(length)
 
     def kill(self) -> None:
         if self.proc.returncode is None:
@@ -90,8 +92,7 @@ class Process:
 
     async def stop(self) -> None:
         """Close stdin (the worker's signal to exit); kill it if it lingers."""
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
+        self.stdin.close()
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), STOP_S)
         except asyncio.TimeoutError:
