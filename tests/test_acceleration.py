@@ -111,9 +111,11 @@ def test_rnn_option_picks_the_lstm_kernel_for_training(runner, tiny_data, tmp_pa
 
 def test_forecasts_run_the_fast_sampling_network_and_invariant_unroll(tiny_model,
                                                                       monkeypatch) -> None:
-    unrolls = Calls(acceleration.invariant_unroll,
-                    lambda stack, length, *a, **k: (length, stack._decoding))
+    unrolls = Calls(acceleration.invariant_unroll, lambda stack, length, *a, **k: length)
     monkeypatch.setattr(acceleration, "invariant_unroll", unrolls)
+    steps = Calls(acceleration.decoder_step, lambda layers, x, states: (
+        len(layers), tuple(x.shape), tuple(states[0].shape)))
+    monkeypatch.setattr(acceleration, "decoder_step", steps)
     decode, decodes = FastSamplingNetwork._decode, []
 
     def counted_decode(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -131,10 +133,15 @@ def test_forecasts_run_the_fast_sampling_network_and_invariant_unroll(tiny_model
     got = samples(model, entries)
     assert got.shape == (len(entries), NUM_SAMPLES, TINY_PREDICTION_LENGTH)
     # One batch: the encoder over the context, then one decoder step per forecast point,
-    # each step one fused LSTM operator per layer (outside training).
+    # each step one fused LSTM operator per layer (outside training), over the batch's
+    # rows (a short batch is padded to a whole one) and the decoder's fixed row count.
+    rows = forecasting.ROWS_PER_BATCH // NUM_SAMPLES * NUM_SAMPLES
+    hidden = TINY_HP["num_cells"]
     assert decodes == [NUM_SAMPLES]
-    assert unrolls.seen == ([(TINY_HP["context_length"], False)]
-                            + [(1, True)] * TINY_PREDICTION_LENGTH)
+    assert unrolls.seen == [TINY_HP["context_length"]]
+    assert [(layers, x[:2], state) for layers, x, state in steps.seen] == [
+        (TINY_HP["num_layers"], (1, rows), (1, acceleration.DECODER_ROWS, hidden))
+    ] * TINY_PREDICTION_LENGTH
     assert rnn_calls.seen == [False] * TINY_PREDICTION_LENGTH * TINY_HP["num_layers"]
 
 

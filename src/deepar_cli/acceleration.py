@@ -126,21 +126,6 @@ class _Layer:
         self.h2h = data["h2h_weight"].asnumpy()
         self.bias = (data["i2h_bias"] + data["h2h_bias"]).asnumpy()
 
-    def decoder_step(self, x: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
-        """One step over (N, C) rows with the fused operator, N padded to DECODER_ROWS.
-        Returns the output (N, hidden) and the states, kept as the operator's (1, N', H)."""
-        rows = x.shape[0]
-        pad = -rows % DECODER_ROWS
-        if pad:
-            x = mx.nd.concat(x, mx.nd.zeros((pad, x.shape[1]), dtype=x.dtype), dim=0)
-        if h.ndim == 2:  # the encoder's states: pad once, then the operator's layout
-            h, c = (mx.nd.concat(a, mx.nd.zeros((pad, a.shape[1]), dtype=a.dtype), dim=0)
-                    .expand_dims(axis=0) if pad else a.expand_dims(axis=0) for a in (h, c))
-        out, h, c = mx.nd.RNN(x.expand_dims(axis=0), self.packed, h, c,
-                              state_size=self.hidden, num_layers=1, mode="lstm",
-                              state_outputs=True)
-        return (out[0, :rows] if pad else out[0]), h, c
-
     def encode(self, inputs: np.ndarray, h: np.ndarray, c: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every step over (N, T, C) rows in numpy: einsum sums each row's products in a
@@ -156,6 +141,30 @@ class _Layer:
         return (outputs + inputs if self.residual else outputs), h, c
 
 
+def decoder_states(states: List[Any]) -> List[Any]:
+    """The encoder's (N, hidden) states as the fused operator takes them: (1, N', hidden),
+    N' padded to a multiple of DECODER_ROWS (once, not at every step)."""
+    pad = -states[0].shape[0] % DECODER_ROWS
+    return [(mx.nd.concat(s, mx.nd.zeros((pad, s.shape[1]), dtype=s.dtype), dim=0)
+             if pad else s).expand_dims(axis=0) for s in states]
+
+
+def decoder_step(layers: List[_Layer], x: Any, states: List[Any]) -> tuple[Any, List[Any]]:
+    """One decoder step of the stack over (1, N, C) rows (the fused operator's layout),
+    padded to the states' N'. Returns the top layer's (1, N, hidden) output and the states."""
+    rows, pad = x.shape[1], states[0].shape[1] - x.shape[1]
+    if pad:
+        x = mx.nd.concat(x, mx.nd.zeros((1, pad, x.shape[2]), dtype=x.dtype), dim=1)
+    new_states: List[Any] = []
+    for index, layer in enumerate(layers):
+        out, h, c = mx.nd.RNN(x, layer.packed, states[2 * index], states[2 * index + 1],
+                              state_size=layer.hidden, num_layers=1, mode="lstm",
+                              state_outputs=True)
+        x = out + x if layer.residual else out
+        new_states += [h, c]
+    return (x.slice_axis(axis=1, begin=0, end=rows) if pad else x), new_states
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # the logistic function, without exp's overflow
 
@@ -168,25 +177,16 @@ def invariant_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
 
     A matrix product's rounding of a row can depend on the other rows of the call (its
     blocking and threading follow the batch's shape). The encoder (one row per series)
-    runs in numpy, where it does not; the sampling decoder's steps, over every sample path
-    of the batch, run the fused operator over a fixed number of rows.
+    runs in numpy, where it does not; the sampling decoder (`decoder_step`) runs the fused
+    operator over a fixed number of rows.
     """
     if layout != "NTC" or valid_length is not None or begin_state is None:
         _warn_fallback(f"an unroll of layout {layout} or with valid lengths")
         return HybridSequentialRNNCell.unroll(stack, length, inputs, begin_state=begin_state,
                                               layout=layout, merge_outputs=merge_outputs,
                                               valid_length=valid_length)
-    layers = stack._inference_layers
-    if stack._decoding and length == 1:
-        x, states = inputs.reshape((0, -1)), []
-        for index, layer in enumerate(layers):
-            out, h, c = layer.decoder_step(x, begin_state[2 * index],
-                                           begin_state[2 * index + 1])
-            x = out + x if layer.residual else out
-            states += [h, c]
-        return x.expand_dims(axis=1), states
     x, arrays = inputs.asnumpy(), []
-    for index, layer in enumerate(layers):
+    for index, layer in enumerate(stack._inference_layers):
         x, h, c = layer.encode(x, begin_state[2 * index].asnumpy(),
                                begin_state[2 * index + 1].asnumpy())
         arrays += [h, c]
@@ -195,11 +195,14 @@ def invariant_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
 
 
 class FastSamplingNetwork(DeepARPredictionNetwork):
-    """DeepARPredictionNetwork whose sampling decoder does not copy the history per step."""
+    """DeepARPredictionNetwork whose sampling decoder does not copy the history per step,
+    builds every step's input at once and runs each step as one fused operator per layer."""
 
     def sampling_decoder(self, F: Any, static_feat: Any, past_target: Any, time_feat: Any,
                          scale: Any, begin_states: List[Any]) -> Any:
-        if self.target_shape != ():  # multivariate targets: GluonTS's own decoder
+        layers = getattr(self.rnn, "_inference_layers", None)
+        if self.target_shape != () or layers is None or list(self.lags_seq) != sorted(
+                self.lags_seq):  # multivariate targets, an unexpected stack: GluonTS's own
             return super().sampling_decoder(F, static_feat, past_target, time_feat, scale,
                                             begin_states)
         samples_per_series = self.num_parallel_samples
@@ -212,83 +215,56 @@ class FastSamplingNetwork(DeepARPredictionNetwork):
             F=F, sequence=padded, sequence_length=self.history_length + horizon,
             indices=self.lags_seq, subsequences_length=horizon)
         past_lags = F.broadcast_div(past_lags, scale.expand_dims(axis=-1))
-        past_lags = past_lags.repeat(repeats=samples_per_series, axis=0)
-
-        repeated_time_feat = time_feat.repeat(repeats=samples_per_series, axis=0)
-        repeated_static_feat = static_feat.repeat(
-            repeats=samples_per_series, axis=0).expand_dims(axis=1)
+        # Every step's input with the past where the lags reach it (lags first, as GluonTS
+        # lays them out), per series, then repeated for its sample paths and laid out as the
+        # fused operator takes it: (horizon, B * S, C).
+        static = F.broadcast_to(static_feat.expand_dims(axis=1),
+                                (0, horizon, static_feat.shape[-1]))
+        inputs = F.concat(past_lags, time_feat, static, dim=2).swapaxes(0, 1).repeat(
+            repeats=samples_per_series, axis=1)
         repeated_scale = scale.repeat(repeats=samples_per_series, axis=0)
-        states = [s.repeat(repeats=samples_per_series, axis=0) for s in begin_states]
-        self.rnn._decoding = True
-        try:
-            return self._decode(F, past_lags, repeated_time_feat, repeated_static_feat,
-                                repeated_scale, states, samples_per_series)
-        finally:
-            self.rnn._decoding = False
+        states = decoder_states([s.repeat(repeats=samples_per_series, axis=0)
+                                 for s in begin_states])
+        return self._decode(F, layers, inputs, repeated_scale, states, samples_per_series)
 
-    def _decode(self, F: Any, past_lags: Any, repeated_time_feat: Any,
-                repeated_static_feat: Any, repeated_scale: Any, states: List[Any],
-                samples_per_series: int) -> Any:
-        horizon = self.prediction_length
-
+    def _decode(self, F: Any, layers: List[_Layer], inputs: Any, repeated_scale: Any,
+                states: List[Any], samples_per_series: int) -> Any:
+        horizon, rows = self.prediction_length, inputs.shape[1]
+        steps = F.split(inputs, num_outputs=horizon, axis=0) if horizon > 1 else [inputs]
         future_samples: List[Any] = []
-        scaled_samples: List[Any] = []
+        scaled_samples: List[Any] = []  # (1, rows, 1) each
         for k in range(horizon):
-            step_lags = past_lags.slice_axis(axis=1, begin=k, end=k + 1)
-            decoder_input = F.concat(
-                self._step_lags(F, step_lags, scaled_samples, k),
-                repeated_time_feat.slice_axis(axis=1, begin=k, end=k + 1),
-                repeated_static_feat,
-                dim=-1,
-            )
-            rnn_outputs, states = self.rnn.unroll(inputs=decoder_input, length=1,
-                                                  begin_state=states, layout="NTC",
-                                                  merge_outputs=True)
-            distr_args = self._project(F, rnn_outputs)
-            distr = self.distr_output.distribution(distr_args, scale=repeated_scale)
+            # The lags <= k (the leading columns, lags being sorted) read sampled values.
+            sampled = [scaled_samples[k - lag] for lag in self.lags_seq if lag <= k]
+            step = steps[k] if not sampled else F.concat(
+                *sampled, steps[k].slice_axis(axis=2, begin=len(sampled), end=None), dim=2)
+            rnn_outputs, states = decoder_step(layers, step, states)
+            distr = self.distr_output.distribution(self._project(F, rnn_outputs),
+                                                   scale=repeated_scale)
             new_samples = self.post_process_samples(F, distr.sample(dtype=self.dtype))
             future_samples.append(new_samples)
             scaled_samples.append(F.broadcast_div(new_samples, repeated_scale)
-                                  .expand_dims(axis=-1))
+                                  .reshape((1, rows, 1)))
         samples = F.concat(*future_samples, dim=1)
         return samples.reshape(shape=(-1, samples_per_series, horizon))
 
     def _project(self, F: Any, rnn_outputs: Any) -> Any:
-        """The distribution's arguments: the projection's Dense(1) layers as one-row
-        products (`batch_dot` of each row with the stacked weights), since a matrix
-        product's rounding of a row would depend on the other rows."""
+        """The distribution's arguments from the (1, rows, hidden) outputs: the projection's
+        Dense(1) layers as one numpy einsum, which sums each row's products on its own (a
+        matrix product's rounding of a row would depend on the other rows)."""
         projection = self.proj_distr_args
+        rows = rnn_outputs.shape[1]
         if any(dense.weight.shape[0] != 1 for dense in projection.proj):
-            return projection(rnn_outputs)
-        rows = rnn_outputs.shape[0]
-        if getattr(self, "_projection_rows", None) != rows:
-            weights = F.concat(*(d.weight.data() for d in projection.proj), dim=0)  # (A, H)
-            self._projection = F.broadcast_to(weights.transpose().expand_dims(axis=0),
-                                              (rows, *weights.shape[::-1]))
-            self._projection_bias = F.concat(*(d.bias.data() for d in projection.proj),
-                                             dim=0).reshape((1, 1, -1))
-            self._projection_rows = rows
-        args = F.broadcast_add(F.batch_dot(rnn_outputs, self._projection),
-                               self._projection_bias)  # (rows, 1, A)
+            return projection(rnn_outputs.reshape((rows, 1, -1)))
+        if not hasattr(self, "_projection"):
+            self._projection = np.concatenate(
+                [d.weight.data().asnumpy() for d in projection.proj])  # (A, hidden)
+            self._projection_bias = np.concatenate(
+                [d.bias.data().asnumpy() for d in projection.proj])
+        args = np.einsum("nh,ah->na", rnn_outputs.asnumpy()[0], self._projection)
+        args = mx.nd.array((args + self._projection_bias)[:, None, :], dtype=self.dtype)
         return projection.domain_map(*F.split(args, num_outputs=len(projection.proj),
                                               axis=-1, squeeze_axis=False))
-
-    def _step_lags(self, F: Any, step_lags: Any, scaled_samples: List[Any], k: int) -> Any:
-        """The (B*S, 1, L) lag input of step k: sampled values where lag <= k, else past."""
-        pieces, run_start = [], None
-        for column, lag in enumerate(self.lags_seq):
-            if lag <= k:
-                if run_start is not None:
-                    pieces.append(step_lags.slice_axis(axis=2, begin=run_start, end=column))
-                    run_start = None
-                pieces.append(scaled_samples[k - lag])
-            elif run_start is None:
-                run_start = column
-        if run_start == 0:
-            return step_lags
-        if run_start is not None:
-            pieces.append(step_lags.slice_axis(axis=2, begin=run_start, end=None))
-        return pieces[0] if len(pieces) == 1 else F.concat(*pieces, dim=2)
 
 
 def accelerate(predictor: Any) -> Any:
@@ -309,7 +285,6 @@ def accelerate(predictor: Any) -> Any:
         _warn_fallback("an LSTM stack of an unexpected shape")
     else:
         fast.rnn._inference_layers = [_Layer(cell, residual) for cell, residual, _ in layers]
-        fast.rnn._decoding = False
         fast.rnn.unroll = types.MethodType(invariant_unroll, fast.rnn)
     predictor.prediction_net = fast
     return predictor
