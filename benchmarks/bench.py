@@ -6,8 +6,9 @@ Each round trains and scores both on generate's default data with the notebook's
 hyperparameters (seed = round number) and prints medians and deepar-cli / peer ratios;
 `--before` adds deepar-cli without deepar_cli.acceleration (GluonTS's own LSTM, zoneout
 and sampling decoder), the before column.
-Then `predict` is timed on 1x and each scale's series count (built with
-`generate --num-series`), with its peak memory, to show how cost grows.
+Then `predict` is timed on one record (the command's fixed cost: start, imports, model
+load), and on 1x and each scale's series count (built with `generate --num-series`), with
+its peak memory, to show how cost grows.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def timed_rss(command: list[str]) -> tuple[float, float]:
     rss = float(result.stderr.strip().splitlines()[-1]) / 1024 if wrapped != command else \
         float("nan")
     return seconds, rss
+
+
+def fixed_cost(model: Path, test: Path, work: Path, rounds: int) -> dict:
+    """Wall seconds of `deepar-cli predict` on one record, `rounds` times: the command's
+    fixed cost (interpreter, imports, model load), its forecast being one decoder batch."""
+    one = work / "one.json"
+    one.write_text(test.read_text().splitlines()[0] + "\n")
+    seconds = [timed_rss([sys.executable, "-m", "deepar_cli", "predict", "--model-dir",
+                          str(model), "--input", str(one), "--output",
+                          str(work / "one.out")])[0] for _ in range(rounds)]
+    return {"seconds": [round(s, 3) for s in seconds], "median": statistics.median(seconds)}
 
 
 def generate(folder: Path, num_series: int) -> None:
@@ -89,6 +101,9 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "deepar_cli", "train", "--train", train,
                     "--hyperparameters", str(HYPERPARAMETERS), "--epochs", "1",
                     "--model-dir", str(model), "--quiet"], check=True, capture_output=True)
+    fixed = fixed_cost(model, data / "test.json", work, args.rounds)
+    print(f"predict one record (start, imports, model load): median {fixed['median']:.2f} s "
+          f"of {fixed['seconds']}", flush=True)
     for scale in [1] + [int(s) for s in args.scales.split(",") if s]:
         folder = data if scale == 1 else work / f"x{scale}"
         if scale != 1:
@@ -111,6 +126,7 @@ def main() -> None:
               f"{ratios[k]:>8.2f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"rounds": rounds, "medians": medians, "ratios": ratios,
+                                       "predict_one_record": fixed,
                                        "predict_scaling": scaling}, indent=2) + "\n")
     print(f"wrote {args.output}")
 

@@ -321,7 +321,9 @@ def _sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], num_samples
                                                                 predictor.prediction_length))
             data = batchify(list(predictor.input_transform(batch, is_train=False)),
                             ctx=predictor.ctx, dtype=predictor.dtype)
-            with mx.Context(predictor.ctx):
+            # Bulking off: every decoder step waits on numpy (noise, projection), and the
+            # engine's default bulks of imperative operators made forecasts 1.4x slower.
+            with mx.Context(predictor.ctx), mx.engine.bulk(0):
                 samples = net(*[_pad(data[name], padding)
                                 for name in predictor.input_names]).asnumpy()
             for i, paths in enumerate(samples[:len(batch)]):

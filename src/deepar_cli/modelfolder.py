@@ -110,9 +110,6 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         raise ModelError(f"{folder}: not a deepar-cli model folder (predictor is missing)")
     from gluonts.model.predictor import Predictor
 
-    from deepar_cli.threads import start_forecast_engine
-
-    start_forecast_engine()
     try:
         predictor = Predictor.deserialize(folder / "predictor")
     except Exception as exc:  # GluonTS raises many kinds for a bad folder
