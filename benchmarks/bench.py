@@ -3,7 +3,8 @@
     python benchmarks/bench.py [--rounds 3] [--scales 10,100] [--output FILE]
 
 Each round trains and scores both on generate's default data with the notebook's
-hyperparameters (seed = round number) and prints medians and deepar-cli / peer ratios;
+hyperparameters (seed = round number), both with an OpenMP thread per core, and prints
+medians and deepar-cli / peer ratios;
 `--before` adds deepar-cli without deepar_cli.acceleration (GluonTS's own LSTM, zoneout
 and sampling decoder), the before column.
 Then `predict` is timed on one record (the command's fixed cost: start, imports, model
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,13 +27,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PEER = REPO.parent / "shared" / "peers" / "plain_gluonts.py"
 HYPERPARAMETERS = REPO / "data" / "hyperparameters.json"
+# Both sides get every core, as `deepar-cli` gives its MXNet (left to its own guess, MXNet
+# takes one of this machine's two); an OMP_NUM_THREADS set by the user is kept for both.
+THREADS = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                             str(len(os.sched_getaffinity(0))))}
 KEYS = ("train_samples_per_second", "train_seconds", "predict_seconds", "peak_rss_mb",
         "RMSE", "mean_wQuantileLoss")
 
 
 def run_json(command: list[str]) -> dict:
     """Run a command that prints one JSON object as its last stdout line."""
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command, check=True, capture_output=True, text=True,
+                         env={**os.environ, **THREADS}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
