@@ -24,13 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepar_cli.threads import CPU_COUNT
+
 REPO = Path(__file__).resolve().parents[1]
 PEER = REPO.parent / "shared" / "peers" / "plain_gluonts.py"
 HYPERPARAMETERS = REPO / "data" / "hyperparameters.json"
 # Both sides get every core, as `deepar-cli` gives its MXNet (left to its own guess, MXNet
 # takes one of this machine's two); an OMP_NUM_THREADS set by the user is kept for both.
-THREADS = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
-                                             str(len(os.sched_getaffinity(0))))}
+THREADS = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(CPU_COUNT))}
 KEYS = ("train_samples_per_second", "train_seconds", "predict_seconds", "peak_rss_mb",
         "RMSE", "mean_wQuantileLoss")
 

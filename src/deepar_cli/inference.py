@@ -298,6 +298,7 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
             with gzip_errors(name):
                 return predict_file(model, source, sys.stdout.buffer, config, seed=seed,
                                     name=name, config_given=config_given, progress=progress)
+        # Inside atomic_file, which reads an OSError (BadGzipFile is one) as a failed write.
         with atomic_file(Path(output_path)) as tmp, open(tmp, "wb") as sink, \
                 gzip_errors(name):
             return predict_file(model, source, sink, config, seed=seed, name=name,
