@@ -646,19 +646,20 @@ def test_queue_ceiling(tight: Server, model: SimpleNamespace) -> None:
     """The worker busy and the queue full: the next request gets 503 at once. The busy
     request overruns --timeout (so the test's length does not depend on the machine's
     speed), and the queued one waits past it while the worker is replaced: 504 for both."""
-    def post(num_samples: int) -> int:
+    def post(copies: int, num_samples: int) -> int:
+        body = request(model, num_samples=num_samples)
+        body["instances"] = body["instances"] * copies  # a new list: model.instances is shared
         http = session()
         try:
-            return http.post(tight.url + "/invocations", timeout=120,
-                             data=json.dumps(request(model, num_samples=num_samples)),
+            return http.post(tight.url + "/invocations", timeout=120, data=json.dumps(body),
                              headers={"Content-Type": JSON_TYPE}).status_code
         finally:
             http.close()
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        busy = pool.submit(post, 10_000)
+        busy = pool.submit(post, 20, 10_000)  # 20 times the work that took about 2 s
         time.sleep(0.5)  # in the worker's hands
-        queued = pool.submit(post, 5)
+        queued = pool.submit(post, 1, 5)
         time.sleep(0.3)  # in the queue
         started = time.monotonic()
         answer = exchange(tight, head(Content_Length="2"))  # refused before its body

@@ -1,0 +1,53 @@
+"""MXNet's operator functions, deferred to their first call by `import deepar_cli`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Every op namespace's names, and how a few operators behave, as the interpreter sees them.
+SURVEY = """
+import json, sys
+if sys.argv[1] == "deferred":
+    import deepar_cli
+import mxnet as mx
+from mxnet import gluon
+
+namespaces = {"nd": mx.nd, "nd.op": mx.nd.op, "nd._internal": mx.nd._internal,
+              "nd.contrib": mx.nd.contrib, "nd.random": mx.nd.random, "sym": mx.sym,
+              "sym._internal": mx.sym._internal, "nd.np": mx.nd.np, "np": mx.np,
+              "npx": mx.npx, "sym.np": mx.sym.np, "nd.np._internal": mx.nd.np._internal}
+names = {key: sorted(n for n in dir(module) if not n.startswith("__"))
+         for key, module in namespaces.items()}
+before = mx.nd.RNN.__code__.co_name
+net = gluon.nn.HybridSequential()
+net.add(gluon.nn.Dense(3, activation="tanh"), gluon.nn.Dense(1))
+net.initialize(mx.init.Constant(0.5))
+x = mx.nd.array([[1.0, -2.0], [0.5, 4.0]])
+imperative = net(x).asnumpy().tolist()
+net.hybridize()
+print(json.dumps({"names": names, "rnn_before_call": before,
+                  "rnn_module": mx.nd.RNN.__module__, "rnn_name": mx.nd.RNN.__name__,
+                  "imperative": imperative, "symbolic": net(x).asnumpy().tolist(),
+                  "np_sum": float(mx.np.ones((2, 3)).sum()),
+                  "clip": mx.nd.clip(x, -1, 1).asnumpy().tolist()}))
+"""
+
+
+def survey(mode: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", SURVEY, mode], capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def test_deferred_operators_are_mxnets_own_on_first_call() -> None:
+    plain, deferred = survey("plain"), survey("deferred")
+    assert deferred["rnn_before_call"] == "operator"  # a stub until called
+    assert plain["rnn_before_call"] == "RNN"
+    assert deferred["names"] == plain["names"]  # every operator, in every namespace
+    for key in ("rnn_module", "rnn_name", "imperative", "symbolic", "np_sum", "clip"):
+        assert deferred[key] == plain[key], key
+    assert deferred["symbolic"] == deferred["imperative"]
+    assert deferred["np_sum"] == 6.0
+    assert deferred["clip"] == [[1.0, -1.0], [0.5, 1.0]]
