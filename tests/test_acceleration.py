@@ -134,15 +134,61 @@ def test_forecasts_run_the_fast_sampling_network_and_invariant_unroll(tiny_model
     assert got.shape == (len(entries), NUM_SAMPLES, TINY_PREDICTION_LENGTH)
     # One batch: the encoder over the context, then one decoder step per forecast point,
     # each step one fused LSTM operator per layer (outside training), over the batch's
-    # rows (a short batch is padded to a whole one) and the decoder's fixed row count.
-    rows = forecasting.ROWS_PER_BATCH // NUM_SAMPLES * NUM_SAMPLES
+    # rows (a short batch is not padded to a whole one) padded to a multiple of 48 rows
+    # that the layers round as they do 3,200 (else to 3,200).
+    rows = len(entries) * NUM_SAMPLES
+    padded = -(-rows // acceleration.ROW_QUANTUM) * acceleration.ROW_QUANTUM
+    layers = net.rnn._inference_layers
+    if not all(layer.rounds_alike(padded) for layer in layers):
+        padded = acceleration.DECODER_ROWS
     hidden = TINY_HP["num_cells"]
     assert decodes == [NUM_SAMPLES]
     assert unrolls.seen == [TINY_HP["context_length"]]
     assert [(layers, x[:2], state) for layers, x, state in steps.seen] == [
-        (TINY_HP["num_layers"], (1, rows), (1, acceleration.DECODER_ROWS, hidden))
+        (TINY_HP["num_layers"], (1, rows), (1, padded, hidden))
     ] * TINY_PREDICTION_LENGTH
-    assert rnn_calls.seen == [False] * TINY_PREDICTION_LENGTH * TINY_HP["num_layers"]
+    # and, once per layer, the probe of the padded size: a call of 3,200 rows and one of those
+    assert rnn_calls.seen == [False] * (2 + TINY_PREDICTION_LENGTH) * TINY_HP["num_layers"]
+
+
+def lstm_layers(hidden: int, inputs: int, count: int) -> List[acceleration._Layer]:
+    layers = []
+    for index in range(count):
+        cell = mx.gluon.rnn.LSTMCell(hidden, input_size=inputs if index == 0 else hidden)
+        cell.initialize(mx.init.Uniform(0.3))
+        layers.append(acceleration._Layer(cell, residual=index > 0))
+    return layers
+
+
+def test_decoder_rows_are_a_checked_multiple_of_48_or_of_3200() -> None:
+    layers = lstm_layers(hidden=8, inputs=5, count=2)
+    layers[1]._rounds_alike[144] = False  # as 150 cells did at 144 rows on AVX2
+    layers[1]._rounds_alike[480] = True
+    assert acceleration.decoder_rows(layers, 100) == acceleration.DECODER_ROWS
+    assert acceleration.decoder_rows(layers, 433) == 480
+    assert layers[0]._rounds_alike[480] is True  # probed, and it held
+    assert acceleration.decoder_rows(layers, 3200) == 3200
+    assert acceleration.decoder_rows(layers, 3201) == 6400
+
+
+@pytest.mark.parametrize("hidden", [8, 40, 150])
+def test_decoder_calls_round_rows_as_full_ones(hidden: int) -> None:
+    """Whatever size decoder_rows picks for a short call, its rows come out bit for bit as
+    in a call of 3,200 rows (on other rows than the probe's)."""
+    layers = lstm_layers(hidden=hidden, inputs=53, count=2)
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 2, (1, acceleration.DECODER_ROWS, 53)).astype(np.float32)
+    states = [rng.normal(0, 1, (acceleration.DECODER_ROWS, hidden)).astype(np.float32)
+              for _ in range(4)]
+    full, full_states = acceleration.decoder_step(
+        layers, mx.nd.array(x), [mx.nd.array(s[None]) for s in states])
+    for rows in (1, 100, 160, 800):
+        padded = acceleration.decoder_states(layers, [mx.nd.array(s[:rows]) for s in states])
+        out, new_states = acceleration.decoder_step(layers, mx.nd.array(x[:, :rows]), padded)
+        assert padded[0].shape[1] == acceleration.decoder_rows(layers, rows)
+        assert np.array_equal(out.asnumpy(), full.asnumpy()[:, :rows]), rows
+        for got, expected in zip(new_states, full_states):
+            assert np.array_equal(got.asnumpy()[:, :rows], expected.asnumpy()[:, :rows])
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)

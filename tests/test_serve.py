@@ -684,7 +684,8 @@ def test_shutdown_finishes_request_in_flight(model: SimpleNamespace, how: str) -
     endpoint = Server(model.dir, model.folder / f"stop-{how.split()[0]}.log", new_session=True)
     try:
         endpoint.wait_ready()
-        slow = request(model, num_samples=2500, output_types=["mean"])
+        slow = {"instances": model.instances * 2,
+                "configuration": {"num_samples": 10_000, "output_types": ["mean"]}}
         result: Dict[str, Any] = {}
 
         def call() -> None:
@@ -694,7 +695,7 @@ def test_shutdown_finishes_request_in_flight(model: SimpleNamespace, how: str) -
 
         thread = threading.Thread(target=call)
         thread.start()
-        time.sleep(0.7)  # the request (about 2 s) is in a worker's hands by now
+        time.sleep(0.7)  # the request (about 3 s here) is in a worker's hands by now
         if how.startswith("SIGTERM"):
             endpoint.proc.send_signal(signal.SIGTERM)
         else:
@@ -705,7 +706,7 @@ def test_shutdown_finishes_request_in_flight(model: SimpleNamespace, how: str) -
         answer = result["answer"]
         assert result["seconds"] > 0.7, "the request did not overlap the shutdown"
         assert answer.status_code == 200, answer.text
-        assert len(answer.json()["predictions"]) == len(model.instances)
+        assert len(answer.json()["predictions"]) == 2 * len(model.instances)
         with pytest.raises(requests.ConnectionError):
             endpoint.http.get(endpoint.url + "/ping", timeout=2)
     finally:

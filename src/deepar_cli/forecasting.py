@@ -22,9 +22,10 @@ import pandas as pd
 
 from deepar_cli.errors import UsageError
 
-# Rows (series x samples) the network forecasts at once. Every call has the same number of
-# rows for a given number of samples (a short batch is padded): the LSTM operator's
-# rounding of a row depends on how many rows a call holds, never on what the others hold.
+# Rows (series x samples) the network forecasts at once. The LSTM operator's rounding of a
+# row can depend on how many rows a call holds, never on what the others hold: a short batch
+# is padded to a whole one, unless the network keeps rows invariant itself
+# (acceleration.FastSamplingNetwork, which pads its decoder's calls to sizes it checked).
 ROWS_PER_BATCH = 3200
 MAX_NUM_SAMPLES = 10_000
 
@@ -310,12 +311,13 @@ def _sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], num_samples
     net = predictor.prediction_net
     output = net.distr_output
     per_batch = max(1, ROWS_PER_BATCH // num_samples)
+    pads = not getattr(net, "rows_invariant", False)
     try:
         net.num_parallel_samples = num_samples
         for batch in _batches(entries, per_batch):
             generators = [np.random.Generator(np.random.PCG64(series_seed(seed, e, member)))
                           for e in batch]
-            padding = per_batch - len(batch)  # copies of the last series, forecast unread
+            padding = per_batch - len(batch) if pads else 0  # copies of the last series
             generators += [np.random.Generator(np.random.PCG64(0))] * padding  # one, shared
             net.distr_output = SeededOutput(output, SeriesNoise(generators, num_samples,
                                                                 predictor.prediction_length))
