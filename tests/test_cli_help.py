@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
 import pytest
 
 from deepar_cli import __version__, cli
@@ -57,3 +61,14 @@ def test_unknown_command_is_a_usage_error(runner):
     assert result.exit_code == 64
     assert result.stdout == ""
     assert result.stderr == usage_error("", "No such command 'fly'.")
+
+
+def test_the_console_script_and_python_m_exit_with_the_commands_code():
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "deepar-cli"]
+    assert script.value == "deepar_cli.cli:run"
+    for args, code, out, err in [(["--version"], 0, f"deepar-cli, version {__version__}\n", ""),
+                                 (["fly"], 64, "", "Error: No such command 'fly'.\n")]:
+        result = subprocess.run([sys.executable, "-m", "deepar_cli", *args],
+                                capture_output=True, text=True)
+        assert (result.returncode, result.stdout) == (code, out)
+        assert result.stderr.endswith(err)

@@ -1,3 +1,3 @@
-from deepar_cli.cli import main
+from deepar_cli.cli import run
 
-main()
+run()

@@ -1,4 +1,5 @@
-"""MXNet's operator functions, deferred to their first call by `import deepar_cli`."""
+"""`import mxnet` after `import deepar_cli`: the same MXNet, with its operator functions
+generated on first call and the modules a forecast never uses executed on first use."""
 
 from __future__ import annotations
 
@@ -21,13 +22,21 @@ namespaces = {"nd": mx.nd, "nd.op": mx.nd.op, "nd._internal": mx.nd._internal,
 names = {key: sorted(n for n in dir(module) if not n.startswith("__"))
          for key, module in namespaces.items()}
 before = mx.nd.RNN.__code__.co_name
+unused = {name: type(sys.modules[name]).__name__
+          for name in ("mxnet.test_utils", "mxnet.contrib.onnx", "requests")}
+finders = [type(finder).__name__ for finder in sys.meta_path]
+import distutils
+distutils_from = "setuptools" if "setuptools" in distutils.__file__ else "stdlib"
 net = gluon.nn.HybridSequential()
 net.add(gluon.nn.Dense(3, activation="tanh"), gluon.nn.Dense(1))
 net.initialize(mx.init.Constant(0.5))
 x = mx.nd.array([[1.0, -2.0], [0.5, 4.0]])
 imperative = net(x).asnumpy().tolist()
 net.hybridize()
-print(json.dumps({"names": names, "rnn_before_call": before,
+mx.test_utils.assert_almost_equal(mx.nd.ones(2), mx.nd.ones(2))
+print(json.dumps({"names": names, "rnn_before_call": before, "unused": unused,
+                  "finders": finders, "distutils": distutils_from,
+                  "requests_works": callable(__import__("requests").get),
                   "rnn_module": mx.nd.RNN.__module__, "rnn_name": mx.nd.RNN.__name__,
                   "imperative": imperative, "symbolic": net(x).asnumpy().tolist(),
                   "np_sum": float(mx.np.ones((2, 3)).sum()),
@@ -45,6 +54,11 @@ def test_deferred_operators_are_mxnets_own_on_first_call() -> None:
     plain, deferred = survey("plain"), survey("deferred")
     assert deferred["rnn_before_call"] == "operator"  # a stub until called
     assert plain["rnn_before_call"] == "RNN"
+    assert deferred["unused"] == dict.fromkeys(deferred["unused"], "_LazyModule")
+    assert plain["unused"] == dict.fromkeys(plain["unused"], "module")
+    assert "_MXNetFinder" not in deferred["finders"]  # gone once MXNet is imported
+    assert (deferred["distutils"], plain["distutils"]) == ("stdlib", "setuptools")
+    assert deferred["requests_works"] and plain["requests_works"]
     assert deferred["names"] == plain["names"]  # every operator, in every namespace
     for key in ("rnn_module", "rnn_name", "imperative", "symbolic", "np_sum", "clip"):
         assert deferred[key] == plain[key], key
