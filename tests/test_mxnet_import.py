@@ -65,3 +65,13 @@ def test_deferred_operators_are_mxnets_own_on_first_call() -> None:
     assert deferred["symbolic"] == deferred["imperative"]
     assert deferred["np_sum"] == 6.0
     assert deferred["clip"] == [[1.0, -1.0], [0.5, 1.0]]
+
+
+def test_modules_imported_before_mxnet_are_left_alone() -> None:
+    code = ("import sys, deepar_cli, requests, distutils\n"
+            "print(type(requests).__name__, 'setuptools' in distutils.__file__)\n"
+            "import mxnet\n"
+            "print(type(sys.modules['mxnet.test_utils']).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout == "module True\n_LazyModule\n"

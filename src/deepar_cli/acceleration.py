@@ -60,10 +60,9 @@ def _layers(stack: HybridSequentialRNNCell) -> Optional[List[tuple[LSTMCell, boo
     return layers
 
 
-def _packed_weights(layers: List[tuple[LSTMCell, bool, float]]) -> List[Any]:
-    """Each cell's weights and biases as the flat vector the RNN operator takes."""
-    return [mx.nd.concat(*(cell.params.get(n).data().reshape(-1) for n in _WEIGHTS), dim=0)
-            for cell, _, _ in layers]
+def _packed(cell: LSTMCell) -> Any:
+    """The cell's weights and biases as the flat vector the RNN operator takes."""
+    return mx.nd.concat(*(cell.params.get(n).data().reshape(-1) for n in _WEIGHTS), dim=0)
 
 
 def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
@@ -76,7 +75,7 @@ def fused_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
                 or not isinstance(inputs, mx.nd.NDArray) or begin_state is None)
     if not fallback:
         try:
-            weights = _packed_weights(layers)
+            weights = [_packed(cell) for cell, _, _ in layers]
         except DeferredInitializationError:  # the first batch fixes the input width
             fallback = True
         if layers is None:
@@ -125,7 +124,7 @@ class _Layer:
         data = {n: cell.params.get(n).data() for n in _WEIGHTS}
         self.residual = residual
         self.hidden = cell._hidden_size
-        self.packed = mx.nd.concat(*(data[n].reshape(-1) for n in _WEIGHTS), dim=0)
+        self.packed = _packed(cell)
         self.i2h = data["i2h_weight"].asnumpy()
         self.h2h = data["h2h_weight"].asnumpy()
         self.bias = (data["i2h_bias"] + data["h2h_bias"]).asnumpy()
@@ -207,7 +206,7 @@ def invariant_unroll(stack: HybridSequentialRNNCell, length: int, inputs: Any,
     A matrix product's rounding of a row can depend on the other rows of the call (its
     blocking and threading follow the batch's shape). The encoder (one row per series)
     runs in numpy, where it does not; the sampling decoder (`decoder_step`) runs the fused
-    operator over a fixed number of rows.
+    operator over row counts that round a row alike (`decoder_rows`).
     """
     if layout != "NTC" or valid_length is not None or begin_state is None:
         _warn_fallback(f"an unroll of layout {layout} or with valid lengths")

@@ -13,8 +13,8 @@ Profiled with `python -X importtime` (MXNet 1.9.1, Python 3.11), the import spen
 * 0.14 s executing `mxnet.test_utils`, `mxnet.contrib.onnx` and `requests` (for
   downloads), which a forecast never uses: they execute on first attribute access instead.
 
-`install()` puts a finder first on `sys.meta_path` for the duration of MXNet's import
-only; it does nothing if MXNet is already imported.
+`install()` puts a finder first on `sys.meta_path` that acts only while MXNet is being
+imported, and leaves once it is; it does nothing if MXNet is already imported.
 """
 
 from __future__ import annotations
@@ -80,10 +80,15 @@ def _then(spec: Any, after: Callable[[ModuleType], None]) -> Any:
 
 class _MXNetFinder:
     """A `sys.meta_path` finder: MXNet's modules as Python finds them, changed as the module
-    docstring says."""
+    docstring says. It changes nothing before MXNet's import starts."""
+
+    def __init__(self) -> None:
+        self.importing_mxnet = False
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]],
                   target: Optional[ModuleType] = None) -> Any:
+        if not self.importing_mxnet and fullname != "mxnet":
+            return None
         if fullname == "distutils":
             return importlib.machinery.PathFinder.find_spec(fullname)  # None from 3.12
         if fullname not in ("mxnet", "mxnet.base", *_UNUSED):
@@ -92,6 +97,7 @@ class _MXNetFinder:
         if spec is None or not hasattr(spec.loader, "exec_module"):
             return spec
         if fullname == "mxnet":
+            self.importing_mxnet = True
             return _then(spec, lambda module: _uninstall())
         if fullname == "mxnet.base":
             return _then(spec, _defer_registrars)
@@ -111,5 +117,6 @@ def install() -> None:
 
 
 def _uninstall() -> None:
+    _finder.importing_mxnet = False
     if _finder in sys.meta_path:
         sys.meta_path.remove(_finder)
