@@ -3,7 +3,7 @@ train channel, the best refit on all of it), then the tuned model and fixed hype
 both scored on the untouched test channel, beside a seasonal-naive forecast.
 
     python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
-        [--ensemble 3] [--seeds 0,1,2]
+        [--ensemble 3] [--holdout-windows 1] [--seeds 0,1,2]
 
 synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
 default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
@@ -84,7 +84,7 @@ def score(model_dir: Path, test: Path, seed: int) -> Dict[str, Dict[str, float]]
 
 
 def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
-    folder = args.work_dir / args.dataset / f"seed{seed}"
+    folder = args.work_dir / _name(args) / f"seed{seed}"
     test_records, static, fixed = DATASETS[args.dataset]()
     horizon = int(static["prediction_length"])
     train_records = [Record(r.start, r.target[:-horizon]) for r in test_records]
@@ -98,8 +98,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
     tic = time.perf_counter()
     result = tuning.tune(folder / "train.json", folder / "static.json", folder / "tune",
                          config_file=folder / "tuning.json", max_trials=args.trials,
-                         max_parallel=args.parallel, ensemble=args.ensemble, seed=seed,
-                         log=Reporter())
+                         max_parallel=args.parallel, ensemble=args.ensemble,
+                         holdout_windows=args.holdout_windows, seed=seed, log=Reporter())
     tune_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     train(folder / "train.json", resolve(fixed), folder / "fixed", seed=seed)
@@ -111,6 +111,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
     fixed_scores = score(folder / "fixed", folder / "test.json", seed)
     return {
         "seed": seed, "series": len(test_records), "prediction_length": horizon,
+        "holdout_windows": args.holdout_windows,
         "trials": result.counts, "tune_seconds": round(tune_seconds, 1),
         "fixed_train_seconds": round(fixed_seconds, 1), "best": result.best,
         "ensemble": json.loads((folder / "tune" / "tuning.json").read_text())["model"],
@@ -119,6 +120,12 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
         if members.is_dir() else tuned["model"],
         "fixed": fixed_scores["model"], "seasonal_naive": fixed_scores["seasonal_naive"],
     }
+
+
+def _name(args: argparse.Namespace) -> str:
+    """The data set, and the holdout windows when more than one."""
+    windows = f"-w{args.holdout_windows}" if args.holdout_windows > 1 else ""
+    return f"{args.dataset}{windows}"
 
 
 COLUMNS = ("tuned", "single_best", "fixed", "seasonal_naive")
@@ -130,6 +137,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--ensemble", type=int, default=3)
+    parser.add_argument("--holdout-windows", type=int, default=1,
+                        help="tune --holdout-windows: rolling windows the objective pools")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
     parser.add_argument("--reuse", action="store_true",
                         help="take the seeds whose result file exists from it")
@@ -140,15 +149,16 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     runs = []
     for seed in map(int, args.seeds.split(",")):
-        path = results / f"tune_bench-{args.dataset}-seed{seed}.json"
+        path = results / f"tune_bench-{_name(args)}-seed{seed}.json"
         if not (args.reuse and path.exists()):
             path.write_text(json.dumps(one_seed(args, seed), indent=2) + "\n")
         runs.append(json.loads(path.read_text()))
     medians = {column: {name: float(np.median([run[column][name] for run in runs]))
                         for name in FIGURES} for column in COLUMNS}
     report = {"dataset": args.dataset, "trials": args.trials, "ensemble": args.ensemble,
+              "holdout_windows": args.holdout_windows,
               "runs": runs, "median": medians}
-    output = results / f"tune_bench-{args.dataset}.json"
+    output = results / f"tune_bench-{_name(args)}.json"
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"median of seeds {args.seeds}")
     print(f"{'':<22}" + "".join(f"{c:>15}" for c in COLUMNS))

@@ -299,6 +299,26 @@ def test_series_too_short_to_hold_out_are_refused(runner, tmp_path, jsonl):
         f"held out to score the tuning objective on\n")
 
 
+def test_series_too_short_for_the_holdout_windows_are_refused(runner, tmp_path, jsonl):
+    channel = jsonl([{"start": "2016-01-01 00:00:00", "target": [1.0] * 20}] * 3)
+    args = tune_args(SimpleNamespace(train=channel), tmp_path) + ["--holdout-windows", "2"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 65
+    assert result.stderr == (
+        f"Error: {channel}: no series is longer than 2 x prediction_length (24); nothing can "
+        f"be held out to score the tuning objective on\n")
+
+
+def test_holdout_windows_with_a_test_channel_are_refused(runner, tiny_data, tmp_path):
+    args = tune_args(tiny_data, tmp_path, test=True) + ["--holdout-windows", "2"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 64
+    assert result.stderr == (
+        "Error: holdout_windows must be at least 1, and 1 with a test channel (the objective "
+        "is then the test channel's), got 2\n")
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ studies
 
 
@@ -336,6 +356,31 @@ def test_tune_holds_out_the_last_points_and_logs_each_trial(holdout_run, tiny_da
         assert [len(r["target"]) for r in records] == [length] * TINY_SERIES
     first = json.loads((out / "holdout" / "test.json").open().readline())
     assert first == json.loads(tiny_data.train.open().readline())
+
+
+def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner, tmp_path):
+    one_trial = config(ResourceLimits={"MaxNumberOfTrainingJobs": 1})
+    result = runner.invoke(main, tune_args(tiny_data, tmp_path, one_trial)
+                           + ["--holdout-windows", "2", "--no-refit"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert (f"objective: test:mean_wQuantileLoss (minimized), scored on the last 2 x 12 points "
+            f"(2 rolling windows, pooled) of each training series, held out in "
+            f"{out / 'holdout' / 'test.json'} (trials train on "
+            f"{out / 'holdout' / 'train.json'})") in result.stdout.splitlines()
+    for name, length in (("train", TINY_TRAIN_LENGTH - 2 * TINY_PREDICTION_LENGTH),
+                         ("test", TINY_TRAIN_LENGTH)):
+        records = [json.loads(line) for line in (out / "holdout" / f"{name}.json").open()]
+        assert [len(r["target"]) for r in records] == [length] * TINY_SERIES
+    trial = json.loads((out / "trials.json").read_text())["trials"][0]
+    evaluated = runner.invoke(main, ["evaluate", "--model-dir", str(out / "trials/0/model"),
+                                     "--test", str(out / "holdout" / "test.json"), "--windows",
+                                     "2", "--output-dir", str(tmp_path / "ev"), "--quiet"])
+    assert evaluated.exit_code == 0, evaluated.output
+    overall = json.loads((tmp_path / "ev" / "metrics.json").read_text())["overall"]
+    assert trial["objective"] == overall["mean_wQuantileLoss"]
+    assert trial["test_metrics"] == {k: overall[k] for k in trial["test_metrics"]}
+    assert json.loads((out / "tuning.json").read_text())["model"]["how"] == "copy"
 
 
 def test_tune_writes_the_trials_table_and_plots(holdout_run):

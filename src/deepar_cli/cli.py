@@ -501,6 +501,9 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="K", help="Mix the K best trials' forecasts into one model, if that "
                                 "scores better on the objective than the best trial alone.")
+@click.option("--holdout-windows", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="W", help="Without --test: hold out the last W x prediction_length "
+                                "points and score the objective on those W rolling windows.")
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every trial's training seed, as `train --seed`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -90,8 +90,12 @@ def _test_entries(model: Model, source: Source, why: str = "") -> List[Dict[str,
     return to_entries(records, model.hp.freq, model.features)
 
 
-def score_channel(model: Model, source: Source, *, seed: int) -> Dict[str, float]:
-    """`test_scores` of a test channel (or GluonTS dataset) of full series."""
+def score_channel(model: Model, source: Source, *, seed: int, windows: int = 1
+                  ) -> Dict[str, float]:
+    """`test_scores` of a test channel (or GluonTS dataset) of full series; with `windows`
+    > 1, the scores pooled over that many rolling windows, as `evaluate --windows`."""
+    if windows > 1:
+        return evaluate_source(model, source, seed=seed, windows=windows).overall
     return test_scores(model, _test_entries(model, source, " to hold out its last points"),
                        seed=seed)
 

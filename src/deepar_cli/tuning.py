@@ -86,6 +86,7 @@ class Job:
     trials_dir: Path
     seed: int
     deadline: Optional[float] = None  # time.time() past which no epoch starts
+    windows: int = 1  # rolling windows of the test channel the objective pools
 
 
 @dataclass
@@ -194,6 +195,7 @@ class _Objective:
     def __call__(self, trial: Any) -> float:
         from gluonts.env import env
 
+        from deepar_cli.evaluation import score_channel
         from deepar_cli.reporting import Reporter
         from deepar_cli.training import train
 
@@ -212,8 +214,14 @@ class _Objective:
                 hook = _EpochHook(trial, Reporter("json", stream=handle), self.stop,
                                   self.job.deadline)
                 hp = resolve({**self.job.static, **values})
+                pooled = self.job.test is not None and self.job.windows > 1
                 summary = train(self.job.train, hp, folder / "model",
-                                test_channel=self.job.test, seed=self.job.seed, log=hook)
+                                test_channel=None if pooled else self.job.test,
+                                seed=self.job.seed, log=hook)
+                if pooled:
+                    summary["test_metrics"] = score_channel(
+                        modelfolder.load(folder / "model"), self.job.test,
+                        seed=self.job.seed, windows=self.job.windows)
         except optuna.TrialPruned:
             raise
         except _Stopped as stopped:
@@ -533,28 +541,31 @@ def _run(job: Job, study: Any, progress: _Progress, log: Log) -> Optional[int]:
 # --------------------------------------------------------------------------- data
 
 
-def holdout(records: Sequence[Record], prediction_length: int
+def holdout(records: Sequence[Record], prediction_length: int, windows: int = 1
             ) -> Tuple[List[Record], List[Record]]:
-    """(train, test): each series without its last `prediction_length` points, and whole.
-    A series too short to hold points out trains whole and is not scored."""
+    """(train, test): each series without its last `windows` x `prediction_length` points,
+    and whole. A series too short to hold them out trains whole and is not scored."""
+    points = windows * prediction_length
     train, test = [], []
     for record in records:
-        if record.target.size <= prediction_length:
+        if record.target.size <= points:
             train.append(record)
             continue
         feat = record.dynamic_feat
-        train.append(replace(record, target=record.target[:-prediction_length],
-                             dynamic_feat=None if feat is None else feat[:, :-prediction_length]))
+        train.append(replace(record, target=record.target[:-points],
+                             dynamic_feat=None if feat is None else feat[:, :-points]))
         test.append(record)
     if not test:
+        held = f"prediction_length ({prediction_length})" if windows == 1 else (
+            f"{windows} x prediction_length ({points})")
         raise DataError(f"{records[0].source.rsplit(':', 1)[0]}: no series is longer than "
-                        f"prediction_length ({prediction_length}); nothing can be held out to "
-                        f"score the tuning objective on")
+                        f"{held}; nothing can be held out to score the tuning objective on")
     return train, test
 
 
 def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: TuningConfig,
-              output_dir: Path, log: Log) -> Tuple[Path, Optional[Path], str, Dict[str, Any]]:
+              output_dir: Path, windows: int, log: Log
+              ) -> Tuple[Path, Optional[Path], str, Dict[str, Any]]:
     """Check the data once, before any trial; returns the trial channels, how the objective
     is scored ("test", "holdout" or "train") and the train channel's shape."""
     from deepar_cli.channels import write_records
@@ -574,7 +585,7 @@ def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: 
         return train, test, "test", shape
     if config.objective == "train:final_loss":
         return train, None, "train", shape
-    held_train, held_test = holdout(records, base.prediction_length)
+    held_train, held_test = holdout(records, base.prediction_length, windows)
     folder = output_dir / "holdout"
     write_records(folder / "train.json", held_train)
     write_records(folder / "test.json", held_test)
@@ -745,7 +756,8 @@ def _ensemble(study: Any, job: Job, size: int, log: Log) -> List[Any]:
         modelfolder.write_ensemble(tmp, len(members), {
             "ensemble": {"trials": [t.number for t in members]}})
     metric = job.config.objective.split(":", 1)[1]
-    metrics = score_channel(modelfolder.load(folder), job.test, seed=job.seed)
+    metrics = score_channel(modelfolder.load(folder), job.test, seed=job.seed,
+                            windows=job.windows)
     value = metrics[metric]
     kept = value < best.value * (1 - ENSEMBLE_MARGIN)
     log("ensemble", {"size": len(members), "trials": [t.number for t in members],
@@ -811,39 +823,49 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
          strategy: Optional[str] = None, objective: Optional[str] = None,
          max_trials: Optional[int] = None, max_parallel: Optional[int] = None,
          storage: Optional[str] = None, study_name: str = DEFAULT_STUDY_NAME,
-         refit: bool = True, ensemble: int = 1, seed: int = DEFAULT_SEED,
-         log: Log = lambda event, figures: None, progress: bool = False) -> TuneResult:
+         refit: bool = True, ensemble: int = 1, holdout_windows: int = 1,
+         seed: int = DEFAULT_SEED, log: Log = lambda event, figures: None,
+         progress: bool = False) -> TuneResult:
     """`deepar-cli tune`: run (or resume, or join) a study, then write its outputs into
     `output_dir`: trials.csv/json, objective.png, importance.png, and once the study is
     done hyperparameters.json, model/ and tuning.json.
 
     `ensemble` K > 1: the model mixes the K best trials' forecasts if that scores better on
-    the objective than the best trial alone (`forecasting.Ensemble`)."""
+    the objective than the best trial alone (`forecasting.Ensemble`). Without a test channel,
+    `holdout_windows` W: trials train on each series less its last W x prediction_length
+    points and are scored on those W rolling windows, pooled."""
     static = read_file(hp_file)
     config = tuning_config.load(config_file, static, str(hp_file), strategy=strategy,
                                 objective=objective, max_trials=max_trials,
                                 max_parallel=max_parallel)
     base = tuning_config.resolve_static(config, static, str(hp_file))
     _check_ensemble(ensemble, config)
-    trial_train, trial_test, evaluation, shape = _channels(train_channel, test_channel, base,
-                                                           config, output_dir, log)
+    if holdout_windows < 1 or (holdout_windows > 1 and test_channel is not None):
+        raise UsageError(f"holdout_windows must be at least 1, and 1 with a test channel "
+                         f"(the objective is then the test channel's), got {holdout_windows}")
+    trial_train, trial_test, evaluation, shape = _channels(
+        train_channel, test_channel, base, config, output_dir, holdout_windows, log)
+    windows = holdout_windows if evaluation == "holdout" else 1
     make_output_dir(output_dir)
     job = Job(storage=storage or f"sqlite:///{(output_dir / STUDY_FILE).resolve()}",
               study_name=study_name, config=config, static=dict(static), train=trial_train,
               test=trial_test, trials_dir=(output_dir / "trials").resolve(), seed=seed,
-              deadline=time.time() + config.max_runtime if config.max_runtime else None)
+              deadline=time.time() + config.max_runtime if config.max_runtime else None,
+              windows=windows)
     with _quiet_optuna():
         study = _load_study(job, create=True)
         _claim(study, job, {"static": job.static, "objective": config.objective,
                             "ranges": [r.as_json() for r in config.ranges],
-                            "evaluation": evaluation, "seed": seed, "train": shape})
+                            "evaluation": evaluation, "windows": windows, "seed": seed,
+                            "train": shape})
         progress_ = _Progress(study, job, log, progress)
         log("tune", {"ranges": [r.describe() for r in config.ranges],
                      "strategy": config.strategy, "early_stopping": config.early_stopping,
                      "objective": config.objective, "trials": config.trials,
                      "parallel": config.max_parallel, "evaluation": evaluation,
                      "train": str(trial_train), "test": str(trial_test),
-                     "prediction_length": base.prediction_length, "study": study_name,
+                     "prediction_length": base.prediction_length, "windows": windows,
+                     "study": study_name,
                      "storage": shown_url(job.storage), "finished": progress_.done})
         try:
             caught = _run(job, study, progress_, log)
@@ -902,9 +924,8 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
         lines += [f"  {line}" for line in figures["ranges"]]
         where = {
             "test": f"on {figures['test']}",
-            "holdout": f"on the last {figures['prediction_length']} points of each training "
-                       f"series, held out in {figures['test']} (trials train on "
-                       f"{figures['train']})",
+            "holdout": f"on the last {_held_out_text(figures)} of each training series, "
+                       f"held out in {figures['test']} (trials train on {figures['train']})",
             "train": "on the training loss",
         }[figures["evaluation"]]
         lines.append(f"objective: {figures['objective']} (minimized), scored {where}")
@@ -937,6 +958,13 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
     if event == "model":
         return f"model: {figures['path']} <- {_model_text(figures)}"
     return None
+
+
+def _held_out_text(figures: Dict[str, Any]) -> str:
+    windows, points = figures.get("windows", 1), figures["prediction_length"]
+    if windows == 1:
+        return f"{points} points"
+    return f"{windows} x {points} points ({windows} rolling windows, pooled)"
 
 
 def _model_text(figures: Dict[str, Any]) -> str:
