@@ -379,6 +379,7 @@ def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner
     assert evaluated.exit_code == 0, evaluated.output
     overall = json.loads((tmp_path / "ev" / "metrics.json").read_text())["overall"]
     assert trial["objective"] == overall["mean_wQuantileLoss"]
+    assert list(trial["test_metrics"]) == CSV_HEADER[7:-1]
     assert trial["test_metrics"] == {k: overall[k] for k in trial["test_metrics"]}
     assert json.loads((out / "tuning.json").read_text())["model"]["how"] == "copy"
 

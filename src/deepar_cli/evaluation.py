@@ -77,6 +77,10 @@ def test_scores(model: Model, entries: List[Dict[str, Any]], *, seed: int) -> Di
     quantiles = model.hp.test_quantiles
     agg, _ = _evaluate(model.predictor, entries, quantiles, model.hp.prediction_length,
                        num_samples=model.hp.num_eval_samples, seed=seed)
+    return _test_figures(agg, quantiles)
+
+
+def _test_figures(agg: Dict[str, float], quantiles: Sequence[float]) -> Dict[str, float]:
     coverage = {f"Coverage[{quantile_key(q)}]": agg[f"Coverage[{quantile_key(q)}]"]
                 for q in quantiles}
     return {**headline(agg, quantiles), **coverage}
@@ -95,7 +99,8 @@ def score_channel(model: Model, source: Source, *, seed: int, windows: int = 1
     """`test_scores` of a test channel (or GluonTS dataset) of full series; with `windows`
     > 1, the scores pooled over that many rolling windows, as `evaluate --windows`."""
     if windows > 1:
-        return evaluate_source(model, source, seed=seed, windows=windows).overall
+        pooled = evaluate_source(model, source, seed=seed, windows=windows).overall
+        return _test_figures(pooled, model.hp.test_quantiles)
     return test_scores(model, _test_entries(model, source, " to hold out its last points"),
                        seed=seed)
 
