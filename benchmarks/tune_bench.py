@@ -123,9 +123,10 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
 
 
 def _name(args: argparse.Namespace) -> str:
-    """The data set, and the holdout windows when more than one."""
+    """The data set, the holdout windows when more than one, the trials when not 20."""
     windows = f"-w{args.holdout_windows}" if args.holdout_windows > 1 else ""
-    return f"{args.dataset}{windows}"
+    trials = f"-t{args.trials}" if args.trials != 20 else ""
+    return f"{args.dataset}{windows}{trials}"
 
 
 COLUMNS = ("tuned", "single_best", "fixed", "seasonal_naive")
