@@ -289,24 +289,17 @@ def test_a_tuning_config_that_is_not_json_is_refused(runner, tiny_data, tmp_path
     assert result.stderr.startswith(f"Error: {tmp_path / 'tuning.json'}:2: not valid JSON (")
 
 
-def test_series_too_short_to_hold_out_are_refused(runner, tmp_path, jsonl):
-    channel = jsonl([{"start": "2016-01-01 00:00:00", "target": [1.0] * 12}] * 3)
+@pytest.mark.parametrize("length, windows, held", [
+    (12, 1, "prediction_length (12)"), (20, 2, "2 x prediction_length (24)")])
+def test_series_too_short_to_hold_out_are_refused(runner, tmp_path, jsonl, length, windows,
+                                                  held):
+    channel = jsonl([{"start": "2016-01-01 00:00:00", "target": [1.0] * length}] * 3)
     args = tune_args(SimpleNamespace(train=channel), tmp_path)
-    result = runner.invoke(main, args)
+    result = runner.invoke(main, args + ["--holdout-windows", str(windows)])
     assert result.exit_code == 65
     assert result.stderr == (
-        f"Error: {channel}: no series is longer than prediction_length (12); nothing can be "
-        f"held out to score the tuning objective on\n")
-
-
-def test_series_too_short_for_the_holdout_windows_are_refused(runner, tmp_path, jsonl):
-    channel = jsonl([{"start": "2016-01-01 00:00:00", "target": [1.0] * 20}] * 3)
-    args = tune_args(SimpleNamespace(train=channel), tmp_path) + ["--holdout-windows", "2"]
-    result = runner.invoke(main, args)
-    assert result.exit_code == 65
-    assert result.stderr == (
-        f"Error: {channel}: no series is longer than 2 x prediction_length (24); nothing can "
-        f"be held out to score the tuning objective on\n")
+        f"Error: {channel}: no series is longer than {held}; nothing can be held out to score "
+        f"the tuning objective on\n")
 
 
 def test_holdout_windows_with_a_test_channel_are_refused(runner, tiny_data, tmp_path):
