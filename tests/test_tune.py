@@ -5,6 +5,7 @@ held-out objective, resuming, two processes on one study, and stopping on SIGTER
 from __future__ import annotations
 
 import csv
+import filecmp
 import getpass
 import glob
 import json
@@ -435,15 +436,22 @@ def test_a_finished_tune_resumes_with_more_trials(holdout_run, tiny_data, runner
                                                                                 "3"]
 
 
-def test_a_study_started_with_other_settings_is_refused(holdout_run, tiny_data, runner, tmp_path):
+@pytest.mark.parametrize("option, differs", [
+    (["--objective", "test:RMSE"], "objective differs"),
+    (["--holdout-windows", "2"], "windows differs")])
+def test_a_study_started_with_other_settings_is_refused(holdout_run, tiny_data, runner, tmp_path,
+                                                        option, differs):
     _, first = holdout_run
     shutil.copytree(first.parent, tmp_path, dirs_exist_ok=True)
-    result = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--objective", "test:RMSE"])
+    result = runner.invoke(main, tune_args(tiny_data, tmp_path) + option)
     assert result.exit_code == 64
     assert result.stderr == (
         f"Error: sqlite:///{tmp_path / 'out' / 'study.db'}: study \"deepar-cli-tune\" was "
-        f"started with other settings (objective differs); use another study name or output "
+        f"started with other settings ({differs}); use another study name or output "
         f"folder\n")
+    for name in ("train", "test"):  # the study's held-out channels are left as they were
+        assert filecmp.cmp(tmp_path / "out" / "holdout" / f"{name}.json",
+                           first / "holdout" / f"{name}.json", shallow=False)
 
 
 def test_a_failing_trial_is_recorded_and_the_grid_goes_on(runner, tiny_data, tmp_path):

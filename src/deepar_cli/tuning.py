@@ -35,6 +35,7 @@ import optuna
 
 from deepar_cli import modelfolder, tuning_config
 from deepar_cli.atomic import atomic_dir, atomic_file, make_output_dir, write_json
+from deepar_cli.channels import write_records
 from deepar_cli.errors import DataError, DeepARCliError, HyperparameterError, UsageError
 from deepar_cli.hyperparameters import Hyperparameters, read_file, resolve
 from deepar_cli.records import Record
@@ -563,12 +564,15 @@ def holdout(records: Sequence[Record], prediction_length: int, windows: int = 1
     return train, test
 
 
+HeldOut = List[Tuple[Path, List[Record]]]  # channels to write once the study is claimed
+
+
 def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: TuningConfig,
               output_dir: Path, windows: int, log: Log
-              ) -> Tuple[Path, Optional[Path], str, Dict[str, Any]]:
+              ) -> Tuple[Path, Optional[Path], str, Dict[str, Any], HeldOut]:
     """Check the data once, before any trial; returns the trial channels, how the objective
-    is scored ("test", "holdout" or "train") and the train channel's shape."""
-    from deepar_cli.channels import write_records
+    is scored ("test", "holdout" or "train"), the train channel's shape and the held-out
+    channels to write."""
     from deepar_cli.dataset import (check_likelihood_domain, read_with_stats,
                                     require_held_out, resolve_features)
 
@@ -582,14 +586,13 @@ def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: 
         test_records, test_stats = read_with_stats(test)
         log("dataset", {"channel": "test", **test_stats.as_dict()})
         require_held_out(test_records, base.prediction_length, " to hold out its last points")
-        return train, test, "test", shape
+        return train, test, "test", shape, []
     if config.objective == "train:final_loss":
-        return train, None, "train", shape
+        return train, None, "train", shape, []
     held_train, held_test = holdout(records, base.prediction_length, windows)
     folder = output_dir / "holdout"
-    write_records(folder / "train.json", held_train)
-    write_records(folder / "test.json", held_test)
-    return folder / "train.json", folder / "test.json", "holdout", shape
+    return (folder / "train.json", folder / "test.json", "holdout", shape,
+            [(folder / "train.json", held_train), (folder / "test.json", held_test)])
 
 
 # --------------------------------------------------------------------------- outputs
@@ -843,7 +846,7 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
     if holdout_windows < 1 or (holdout_windows > 1 and test_channel is not None):
         raise UsageError(f"holdout_windows must be at least 1, and 1 with a test channel "
                          f"(the objective is then the test channel's), got {holdout_windows}")
-    trial_train, trial_test, evaluation, shape = _channels(
+    trial_train, trial_test, evaluation, shape, held_out = _channels(
         train_channel, test_channel, base, config, output_dir, holdout_windows, log)
     windows = holdout_windows if evaluation == "holdout" else 1
     make_output_dir(output_dir)
@@ -858,6 +861,8 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
                             "ranges": [r.as_json() for r in config.ranges],
                             "evaluation": evaluation, "windows": windows, "seed": seed,
                             "train": shape})
+        for path, records in held_out:  # not before: a refused run leaves the study's as is
+            write_records(path, records)
         progress_ = _Progress(study, job, log, progress)
         log("tune", {"ranges": [r.describe() for r in config.ranges],
                      "strategy": config.strategy, "early_stopping": config.early_stopping,
