@@ -966,7 +966,7 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
 
 
 def _held_out_text(figures: Dict[str, Any]) -> str:
-    windows, points = figures.get("windows", 1), figures["prediction_length"]
+    windows, points = figures["windows"], figures["prediction_length"]
     if windows == 1:
         return f"{points} points"
     return f"{windows} x {points} points ({windows} rolling windows, pooled)"
