@@ -1,5 +1,6 @@
-"""Ensembles (`tune --ensemble K`): a model folder of members whose sample paths mix, usable
-by every command, and tune keeping one only when it beats the best trial."""
+"""Ensembles (`tune --ensemble K`, `--bag N`): a model folder of members whose quantiles
+average, usable by every command, and tune keeping one only when it beats the best trial;
+the spread tune calibrates."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from click.testing import CliRunner
 
 from deepar_cli import evaluation, modelfolder
 from deepar_cli.cli import main
-from deepar_cli.forecasting import Ensemble
+from deepar_cli.forecasting import Ensemble, _sample_paths, sample_paths, scale_spread
+from deepar_cli.tuning import SPREADS
 
 from helpers import TINY_HP, write_lines
 
@@ -42,20 +44,62 @@ def test_an_ensemble_folder_loads_as_its_members(tiny_ensemble: SimpleNamespace)
     assert model.hp == modelfolder.load(tiny_ensemble.members[0]).hp
     meta = json.loads((tiny_ensemble.dir / "model.json").read_text())
     assert meta["ensemble"] == ["members/0", "members/1"]
-    assert model.predictor.shares(100) == [50, 50]
-    assert Ensemble((1, 2, 3)).shares(10) == [4, 3, 3]
+    assert model.predictor.spread == 1.0
 
 
-def test_members_share_the_samples_and_draw_their_own_noise(tiny_ensemble: SimpleNamespace,
-                                                            tmp_path: Path) -> None:
-    mixed = samples(tiny_ensemble.dir, tiny_ensemble.train, tmp_path, 10)
-    first = samples(tiny_ensemble.members[0], tiny_ensemble.train, tmp_path, 5)
-    second = samples(tiny_ensemble.members[1], tiny_ensemble.train, tmp_path, 5)
+def paths(model: Any, entries: List[Dict[str, Any]], num_samples: int) -> np.ndarray:
+    return np.array([fc.samples for fc in sample_paths(model, entries, num_samples=num_samples,
+                                                       seed=3)])
+
+
+def test_an_ensemble_averages_its_members_quantiles(tiny_ensemble: SimpleNamespace) -> None:
+    """Path i is the mean of the members' i-th smallest values; member 0 draws what its
+    model alone draws, member 1 its own noise."""
+    model = modelfolder.load(tiny_ensemble.dir)
+    entries = evaluation._test_entries(model, tiny_ensemble.train)
+    mixed = paths(model.predictor, entries, 10)
+    first = paths(model.predictor.members[0], entries, 10)
+    own = np.array([fc.samples for fc in _sample_paths(model.predictor.members[1], entries,
+                                                       10, 3, member=1)])
     assert mixed.shape == (8, 10, TINY_HP["prediction_length"])
-    # member 0 draws what its model alone draws; member 1 its own noise, not member 0's
-    assert np.array_equal(mixed[:, :5], first)
-    assert not np.array_equal(mixed[:, 5:], second)
-    assert np.all(np.isfinite(mixed))
+    assert np.array_equal(first, paths(modelfolder.load(tiny_ensemble.members[0]).predictor,
+                                       entries, 10))
+    assert not np.array_equal(own, paths(modelfolder.load(tiny_ensemble.members[1]).predictor,
+                                         entries, 10))
+    np.testing.assert_allclose(mixed, (np.sort(first, axis=1) + np.sort(own, axis=1)) / 2,
+                               rtol=1e-6)
+    assert mixed.dtype == np.float32
+
+
+def test_a_spread_scales_the_forecast_about_its_median(tiny_model: SimpleNamespace,
+                                                      tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model.dir, folder)
+    modelfolder.write_spread(folder, 0.5)
+    model = modelfolder.load(folder)
+    assert isinstance(model.predictor, Ensemble) and model.predictor.spread == 0.5
+    entries = evaluation._test_entries(model, tiny_model.train)
+    drawn = paths(modelfolder.load(tiny_model.dir).predictor, entries, 11)
+    scaled = paths(model.predictor, entries, 11)
+    median = np.median(drawn, axis=1, keepdims=True)
+    np.testing.assert_allclose(scaled, median + 0.5 * (drawn - median), rtol=1e-6, atol=1e-6)
+    assert np.array_equal(np.median(scaled, axis=1), median[:, 0])
+    assert np.array_equal(scale_spread(drawn[0], 1.0), drawn[0])
+
+
+@pytest.mark.parametrize("spread", [0, -1, "1", None])
+def test_a_bad_spread_is_a_model_error(tiny_model: SimpleNamespace, tmp_path: Path,
+                                       spread: Any) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model.dir, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "spread": spread}))
+    result = run("predict", "--model-dir", str(folder), "--input", str(tiny_model.train),
+                 "--output", str(tmp_path / "out.jsonl"))
+    assert result.exit_code == 66
+    assert result.stderr == (f"Error: {folder}: model files are damaged (\"spread\" must be a "
+                             f"positive number, got {spread!r})\n")
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_an_ensemble_forecast_of_a_record_does_not_depend_on_its_batch(
@@ -128,32 +172,87 @@ def test_tune_scores_the_mixture_of_the_best_trials(ensemble_run: SimpleNamespac
     assert scored["kept"] is (scored["value"] < ranked[0]["objective"] * 0.99)
 
 
+def members_of(model: Any) -> Tuple[Any, ...]:
+    return model.predictor.members if isinstance(model.predictor, Ensemble) else (
+        model.predictor,)
+
+
 def test_tune_keeps_the_ensemble_only_when_it_scores_better(ensemble_run: SimpleNamespace
                                                             ) -> None:
     """Kept: each member's hyperparameters refit on the whole train channel."""
     scored = _event(ensemble_run.events, "ensemble")
+    spread = _event(ensemble_run.events, "calibration")["spread"]
     source = json.loads((ensemble_run.out / "tuning.json").read_text())["model"]
     model = modelfolder.load(ensemble_run.out / "model")
     trials = {t["number"]: t for t in json.loads(
         (ensemble_run.out / "trials.json").read_text())["trials"]}
     if scored["kept"]:
         assert source == {"trials": scored["trials"], "how": "refit",
-                          "train": str(ensemble_run.data.train)}
-        assert isinstance(model.predictor, Ensemble)
+                          "train": str(ensemble_run.data.train), "bag": 1, "spread": spread}
+        assert len(members_of(model)) == 2
         for k, number in enumerate(scored["trials"]):
             member = modelfolder.load(ensemble_run.out / "model" / "members" / str(k))
             assert member.hp.num_cells == trials[number]["hyperparameters"]["num_cells"]
             assert member.summary["data"]["train"]["num_observations"] == 8 * 48
     else:
         assert source == {"trial": scored["trials"][0], "how": "refit",
-                          "train": str(ensemble_run.data.train)}
-        assert not isinstance(model.predictor, Ensemble)
+                          "train": str(ensemble_run.data.train), "bag": 1, "spread": spread}
+        assert len(members_of(model)) == 1
     assert _event(ensemble_run.events, "model") == {
         "event": "model", **source, "path": str(ensemble_run.out / "model")}
 
 
+def test_tune_calibrates_the_spread_on_the_held_out_points(ensemble_run: SimpleNamespace,
+                                                          tmp_path: Path) -> None:
+    """The spread that scores the best mean_wQuantileLoss for the chosen trials' models,
+    as the forecasts of a folder with that spread score."""
+    scored = _event(ensemble_run.events, "ensemble")
+    chosen = ensemble_run.out / "trials" / (
+        "ensemble" if scored["kept"] else f"{scored['trials'][0]}/model")
+    holdout = ensemble_run.out / "holdout" / "test.json"
+    scores = evaluation.spread_scores(modelfolder.load(chosen), holdout, SPREADS, seed=42)
+    best = min(SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
+    calibration = _event(ensemble_run.events, "calibration")
+    assert calibration == {"event": "calibration", "spread": best, "before": scores[1.0],
+                           "after": scores[best]}
+    assert scores[1.0] == evaluation.score_channel(modelfolder.load(chosen), holdout, seed=42)
+    if best != 1.0:
+        assert json.loads((ensemble_run.out / "model" / "model.json").read_text())[
+            "spread"] == best
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(chosen, calibrated)
+    modelfolder.write_spread(calibrated, best)
+    assert evaluation.score_channel(modelfolder.load(calibrated), holdout,
+                                    seed=42) == scores[best]
+
+
+def test_tune_bags_seeds_of_the_best_hyperparameters(tiny_data: SimpleNamespace,
+                                                     tmp_path: Path) -> None:
+    result = run(*tune_args(tiny_data, tmp_path, "--bag", "2", "--no-calibrate"))
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert not [e for e in events if e["event"] == "calibration"]
+    best = _event(events, "best")
+    out = tmp_path / "out"
+    assert json.loads((out / "tuning.json").read_text())["model"] == {
+        "trial": best["trial"], "how": "refit", "train": str(tiny_data.train), "bag": 2,
+        "spread": 1.0}
+    model = modelfolder.load(out / "model")
+    assert len(members_of(model)) == 2 and model.predictor.spread == 1.0
+    for k in range(2):
+        member = modelfolder.load(out / "model" / "members" / str(k))
+        assert member.summary["seed"] == 42 + k
+        assert member.hp.num_cells == best["hyperparameters"]["num_cells"]
+    args = tune_args(tiny_data, tmp_path, "--bag", "2", "--no-calibrate")
+    text = run(*args[:args.index("--log-format")], *args[args.index("json") + 1:])
+    assert text.exit_code == 0, text.output
+    assert (f"model: {out / 'model'} <- trial {best['trial']}'s model, already there; "
+            f"2 seeds each, quantiles averaged\n") in text.stdout
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--ensemble", "4"], "ensemble must be in [1, MaxNumberOfTrainingJobs = 3], got 4"),
+    (["--bag", "0"], "Invalid value for '--bag': 0 is not in the range x>=1."),
     (["--ensemble", "2", "--objective", "train:final_loss"],
      "an ensemble is kept only if it scores better on a test objective; train:final_loss "
      "scores single models (use test:RMSE or test:mean_wQuantileLoss)"),

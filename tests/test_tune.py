@@ -404,12 +404,19 @@ def test_tune_refits_the_best_on_the_whole_channel(holdout_run, tiny_data):
     table = json.loads((out / "trials.json").read_text())["trials"]
     best = min(table, key=lambda t: t["objective"])
     summary = json.loads((out / "tuning.json").read_text())
+    (calibration,) = re.findall(r"^calibration: spread ([0-9.]+) on the objective's test "
+                                r"points: mean_wQuantileLoss ([0-9.]+) -> ([0-9.]+), ",
+                                result.stdout, re.M)
+    spread = float(calibration[0])
+    assert spread in tuning.SPREADS and float(calibration[2]) <= float(calibration[1])
     assert (summary["best_trial"], summary["best_value"], summary["evaluation"],
             summary["counts"], summary["stop_reason"], summary["model"]) == (
         best["number"], best["objective"], "holdout",
         {"complete": 3, "pruned": 0, "failed": 0, "stopped": 0},
         "MaxNumberOfTrainingJobs reached",
-        {"trial": best["number"], "how": "refit", "train": str(tiny_data.train)})
+        {"trial": best["number"], "how": "refit", "train": str(tiny_data.train), "bag": 1,
+         "spread": spread})
+    assert json.loads((out / "model" / "model.json").read_text()).get("spread", 1.0) == spread
     written = json.loads((out / "hyperparameters.json").read_text())
     assert written == {**{k: str(v) for k, v in STATIC.items()},
                        "num_cells": str(best["hyperparameters"]["num_cells"]),
@@ -427,8 +434,8 @@ def test_a_finished_tune_resumes_with_more_trials(holdout_run, tiny_data, runner
     again = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--log-format", "json"])
     assert again.exit_code == 0, again.output
     events = [json.loads(line) for line in again.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["dataset", "tune", "best", "model"]
-    assert (events[1]["finished"], events[3]["how"]) == (3, "unchanged")
+    assert [e["event"] for e in events] == ["dataset", "tune", "best", "calibration", "model"]
+    assert (events[1]["finished"], events[4]["how"]) == (3, "unchanged")
     more = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--max-trials", "4"])
     assert more.exit_code == 0, more.output
     assert [line[:14] for line in trial_lines(more.stdout)] == ["trial 3 [4/4] "]
@@ -472,8 +479,11 @@ def test_a_failing_trial_is_recorded_and_the_grid_goes_on(runner, tiny_data, tmp
     assert f"likelihood=beta -> FAILED: {reason}" in failed_line
     # With a test channel the trials train on the whole channel: the model is the best trial's.
     best = rows["COMPLETE"]["number"]
-    assert json.loads((out / "tuning.json").read_text())["model"] == {
-        "trial": int(best), "how": "copy", "train": str(tiny_data.train), "holdout": False}
+    model = json.loads((out / "tuning.json").read_text())["model"]
+    assert model == {"trial": int(best), "how": "copy", "train": str(tiny_data.train),
+                     "holdout": False, "bag": 1, "spread": model["spread"]}
+    assert json.loads((out / "model" / "model.json").read_text()).get(
+        "spread", 1.0) == model["spread"]
     copied = json.loads((out / "model" / "training.json").read_text())
     trial = json.loads((out / "trials" / best / "model" / "training.json").read_text())
     assert copied == trial

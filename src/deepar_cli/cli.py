@@ -504,6 +504,12 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--holdout-windows", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="W", help="Without --test: hold out the last W x prediction_length "
                                 "points and score the objective on those W rolling windows.")
+@click.option("--bag", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Train the final model's hyperparameters N times, with seeds SEED ... "
+                   "SEED+N-1, and average their quantiles (seed bagging).")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Scale the final model's spread about its median by the factor in "
+                   "[0.5, 1.5] that scores best on the objective's held-out points.")
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every trial's training seed, as `train --seed`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

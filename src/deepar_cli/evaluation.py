@@ -51,12 +51,19 @@ def _evaluate(predictor: Any, entries: List[Dict[str, Any]], quantiles: Sequence
               ) -> tuple[Dict[str, float], pd.DataFrame]:
     """Forecast each series' last `prediction_length` points through the one forecast path
     and score them with the GluonTS Evaluator."""
+    from deepar_cli.forecasting import forecast_held_out
+
+    return _score(list(forecast_held_out(predictor, entries, prediction_length,
+                                         num_samples=num_samples, seed=seed)), quantiles)
+
+
+def _score(pairs: Sequence[tuple[Dict[str, Any], Any]], quantiles: Sequence[float]
+           ) -> tuple[Dict[str, float], pd.DataFrame]:
+    """The GluonTS Evaluator's aggregate and per-series figures of (entry, forecast) pairs."""
     from gluonts.evaluation import Evaluator
 
-    from deepar_cli.forecasting import forecast_held_out, truth_frame
+    from deepar_cli.forecasting import truth_frame
 
-    pairs = list(forecast_held_out(predictor, entries, prediction_length,
-                                   num_samples=num_samples, seed=seed))
     agg, items = Evaluator(quantiles=list(quantiles), num_workers=0)(
         [truth_frame(entry) for entry, _ in pairs], [fc for _, fc in pairs])
     return {k: float(v) for k, v in agg.items()}, items
@@ -103,6 +110,28 @@ def score_channel(model: Model, source: Source, *, seed: int, windows: int = 1
         return _test_figures(pooled, model.hp.test_quantiles)
     return test_scores(model, _test_entries(model, source, " to hold out its last points"),
                        seed=seed)
+
+
+def spread_scores(model: Model, source: Source, spreads: Sequence[float], *, seed: int,
+                  windows: int = 1) -> Dict[float, Dict[str, float]]:
+    """`score_channel`'s figures as they would be with each spread (`forecasting.scale_spread`)
+    applied to the model's forecasts: forecast once, scale and score for each."""
+    from deepar_cli.forecasting import forecast_class, forecast_held_out, scale_spread
+
+    hp = model.hp
+    entries = _test_entries(model, source, " to hold out its last points")
+    drawn = [list(forecast_held_out(model.predictor,
+                                    window_entries(entries, hp.prediction_length, window),
+                                    hp.prediction_length, num_samples=hp.num_eval_samples,
+                                    seed=seed)) for window in range(windows)]
+    forecast = forecast_class()
+    scores = {}
+    for spread in spreads:
+        items = [_score([(entry, forecast(scale_spread(fc.samples, spread),
+                                          start_date=fc.start_date)) for entry, fc in pairs],
+                        hp.test_quantiles)[1] for pairs in drawn]
+        scores[spread] = _test_figures(_pooled(items, hp.test_quantiles), hp.test_quantiles)
+    return scores
 
 
 @dataclass

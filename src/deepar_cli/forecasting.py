@@ -248,24 +248,40 @@ def _pad(array: Any, rows: int) -> Any:
     return mx.nd.concat(array, array[-1:].repeat(repeats=rows, axis=0), dim=0)
 
 
+def scale_spread(samples: np.ndarray, spread: float) -> np.ndarray:
+    """Sample paths with each step's distance from its median scaled by `spread` (tune's
+    calibration); the median, and so the p50, stays where it was."""
+    if spread == 1.0:
+        return samples
+    median = np.median(samples, axis=0)
+    return median + samples.dtype.type(spread) * (samples - median)
+
+
 @dataclass(frozen=True)
 class Ensemble:
-    """Several predictors forecasting as one: their sample paths mixed (AutoGluon's move).
+    """One or more predictors forecasting as one, with their quantiles averaged (how
+    AutoGluon's ensembles combine forecasts), then the spread calibrated.
 
-    Of `num_samples` paths per series, member k draws `num_samples // K` (the first
-    `num_samples % K` members one more), each from its own noise; a series' paths are the
-    members' paths in member order, so its quantiles are the mixture's.
+    Each member draws all `num_samples` paths from its own noise (member 0 what its model
+    alone draws). Path i of the ensemble is, at each step, the mean of the members' i-th
+    smallest values, so its quantiles are the members' quantiles averaged: unlike pooling the
+    paths, this does not widen the forecast by the members' disagreement. With two or more
+    members the paths are quantile paths, not trajectories. `spread` then scales each step's
+    paths about their median (`scale_spread`).
     """
 
     members: Tuple[Any, ...]
+    spread: float = 1.0
 
     @property
     def prediction_length(self) -> int:
         return self.members[0].prediction_length
 
-    def shares(self, num_samples: int) -> List[int]:
-        count = len(self.members)
-        return [num_samples // count + (k < num_samples % count) for k in range(count)]
+    def combine(self, samples: Sequence[np.ndarray]) -> np.ndarray:
+        """One series' paths from each member's, (num_samples, prediction_length)."""
+        paths = samples[0] if len(samples) == 1 else np.sort(np.stack(samples), axis=1).mean(
+            axis=0, dtype=samples[0].dtype)
+        return scale_spread(paths, self.spread)
 
 
 def sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], *, num_samples: int,
@@ -289,15 +305,11 @@ def sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], *, num_sampl
 def _mixture(ensemble: Ensemble, entries: Iterable[Dict[str, Any]], num_samples: int,
              seed: int) -> Iterator[Any]:
     forecast = forecast_class()
-    drawn = [(k, member, share) for k, (member, share)
-             in enumerate(zip(ensemble.members, ensemble.shares(num_samples))) if share]
-    # Chunks that fill the batches of the member drawing the fewest paths.
-    chunk = max(1, ROWS_PER_BATCH // min(share for _, _, share in drawn))
-    for batch in _batches(entries, chunk):
-        streams = [_sample_paths(member, batch, share, seed, member=k)
-                   for k, member, share in drawn]
+    for batch in _batches(entries, max(1, ROWS_PER_BATCH // num_samples)):
+        streams = [_sample_paths(member, batch, num_samples, seed, member=k)
+                   for k, member in enumerate(ensemble.members)]
         for parts in zip(*streams):
-            yield forecast(np.concatenate([part.samples for part in parts]),
+            yield forecast(ensemble.combine([part.samples for part in parts]),
                            start_date=parts[0].start_date)
 
 

@@ -8,7 +8,8 @@
 An ensemble folder (`tune --ensemble K`) holds, instead of `predictor/`, its members as
 model folders `members/0` ... `members/K-1` (best first), listed in model.json's
 "ensemble"; its hyperparameters.json is the first member's. It forecasts by mixing the
-members' sample paths (`forecasting.Ensemble`), through every command.
+members' quantiles (`forecasting.Ensemble`), through every command. model.json's "spread",
+where tune calibrated the model, scales the forecasts' spread about their median.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from deepar_cli import __version__
 from deepar_cli.atomic import write_json
@@ -36,7 +37,9 @@ class Model:
     """A loaded model folder."""
 
     path: Path
-    predictor: Any  # a GluonTS RepresentableBlockPredictor, or a forecasting.Ensemble
+    # A GluonTS RepresentableBlockPredictor, or a forecasting.Ensemble (several members, or
+    # a calibrated spread)
+    predictor: Any
     hp: Hyperparameters
     features: Features
     summary: Dict[str, Any]
@@ -81,6 +84,20 @@ def write_ensemble(folder: Path, count: int, summary: Dict[str, Any]) -> None:
     write_summary(folder, summary)
 
 
+def write_spread(folder: Path, spread: float) -> None:
+    """Record tune's calibration in the model folder `folder` (the caller makes it atomic)."""
+    meta = json.loads((folder / "model.json").read_text())
+    write_json(folder / "model.json", {**meta, "spread": spread})
+
+
+def _spread(meta: Dict[str, Any]) -> float:
+    spread = meta.get("spread", 1.0)
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not (
+            0 < spread < float("inf")):
+        raise ValueError(f'"spread" must be a positive number, got {spread!r}')
+    return float(spread)
+
+
 def load(folder: Path, *, accelerated: bool = True) -> Model:
     """Load a model folder, or raise ModelError naming what is missing or broken.
 
@@ -101,11 +118,14 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         if members is not None and not (isinstance(members, list) and members
                                         and all(isinstance(m, str) for m in members)):
             raise ValueError('"ensemble" must list the member folders')
+        spread = _spread(meta)
     except (ValueError, KeyError, TypeError, HyperparameterError) as exc:
         raise ModelError(f"{folder}: model files are damaged ({exc})") from None
+    from deepar_cli.forecasting import Ensemble
+
     if members is not None:
-        return Model(folder, _ensemble(folder, members, hp, features, accelerated), hp,
-                     features, summary)
+        return Model(folder, Ensemble(_members(folder, members, hp, features, accelerated),
+                              spread), hp, features, summary)
     if not (folder / "predictor").exists():
         raise ModelError(f"{folder}: not a deepar-cli model folder (predictor is missing)")
     from gluonts.model.predictor import Predictor
@@ -118,11 +138,13 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         from deepar_cli.acceleration import accelerate
 
         accelerate(predictor)
+    if spread != 1.0:
+        predictor = Ensemble((predictor,), spread)
     return Model(folder, predictor, hp, features, summary)
 
 
-def _ensemble(folder: Path, names: List[str], hp: Hyperparameters, features: Features,
-              accelerated: bool) -> Any:
+def _members(folder: Path, names: List[str], hp: Hyperparameters, features: Features,
+             accelerated: bool) -> Tuple[Any, ...]:
     """The members of an ensemble folder, checked to forecast the same thing."""
     from deepar_cli.forecasting import Ensemble
 
@@ -130,7 +152,8 @@ def _ensemble(folder: Path, names: List[str], hp: Hyperparameters, features: Fea
     for name in names:
         member = load(folder / name, accelerated=accelerated)
         if isinstance(member.predictor, Ensemble):
-            raise ModelError(f"{folder / name}: an ensemble member cannot be an ensemble")
+            raise ModelError(f"{folder / name}: an ensemble member cannot be an ensemble "
+                             "or calibrated")
         for field in ("prediction_length", "freq"):
             if getattr(member.hp, field) != getattr(hp, field):
                 raise ModelError(f"{folder / name}: {field} {getattr(member.hp, field)!r} "
@@ -138,4 +161,4 @@ def _ensemble(folder: Path, names: List[str], hp: Hyperparameters, features: Fea
         if member.features != features:
             raise ModelError(f"{folder / name}: trained on other features than the ensemble")
         members.append(member.predictor)
-    return Ensemble(tuple(members))
+    return tuple(members)

@@ -60,6 +60,8 @@ MEDIAN_WARMUP_EPOCHS = 2
 # this much (relatively) better than the best trial alone, more than seed noise. (Measured on
 # the notebook's data: a mixture 0.2% better on the held-out points was 1.6% worse on test.)
 ENSEMBLE_MARGIN = 0.01
+# The spreads calibration chooses from: 0.5, 0.55, ..., 1.5 (1: the forecasts as drawn).
+SPREADS = tuple(round(0.5 + 0.05 * k, 2) for k in range(21))
 
 
 class _Diverged(DeepARCliError):
@@ -690,29 +692,36 @@ def _final_model(trials: Sequence[Any], job: Job, source: Dict[str, Any], output
                  log: Log) -> None:
     """DIR/model: the best trial's hyperparameters (or, for an ensemble, each member's)
     trained on the whole train channel (after a holdout), else the trials' model folders,
-    copied or, from another machine, trained again here."""
+    copied or, from another machine, trained again here; `source["bag"]` seeds of each,
+    and the calibrated spread."""
     target = output_dir / "model"
     log("model", {**source, "path": str(target)})
-    if len(trials) == 1:
-        _member(trials[0], job, source, target, log)
-        return
+    seeds = [job.seed + k for k in range(source["bag"])]
     with atomic_dir(target) as folder:
-        for k, trial in enumerate(trials):
-            _member(trial, job, source, folder / "members" / str(k), log)
-        modelfolder.write_ensemble(folder, len(trials), {"ensemble": source})
+        if len(trials) * len(seeds) == 1:
+            _member(trials[0], job, source, folder, seeds[0], log)
+        else:
+            count = 0
+            for trial in trials:
+                for seed in seeds:
+                    _member(trial, job, source, folder / "members" / str(count), seed, log)
+                    count += 1
+            modelfolder.write_ensemble(folder, count, {"ensemble": source})
+        if source["spread"] != 1.0:
+            modelfolder.write_spread(folder, source["spread"])
 
 
-def _member(trial: Any, job: Job, source: Dict[str, Any], target: Path, log: Log) -> None:
-    """One trial's model at `target`, as `source["how"]` says."""
+def _member(trial: Any, job: Job, source: Dict[str, Any], target: Path, seed: int,
+            log: Log) -> None:
+    """One trial's model at `target`, trained with `seed`, as `source["how"]` says."""
     from deepar_cli.training import train
 
-    if source["how"] == "copy":
-        with atomic_dir(target) as tmp:
-            shutil.copytree(trial.user_attrs["model_dir"], tmp, dirs_exist_ok=True)
+    if source["how"] == "copy" and seed == job.seed:
+        shutil.copytree(trial.user_attrs["model_dir"], target, dirs_exist_ok=True)
         return
     hp = resolve({**job.static, **trial.user_attrs["hyperparameters"]})
-    train(Path(source["train"]), hp, target, test_channel=job.test if
-          source["how"] == "retrain" else None, seed=job.seed, log=log)
+    train(Path(source["train"]), hp, target, test_channel=None if source["how"] == "refit"
+          else job.test, seed=seed, log=log)
 
 
 def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channel: Path,
@@ -724,6 +733,28 @@ def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channe
     here = all(_model_here(t) for t in trials)
     return {**numbers, "how": "copy" if here else "retrain", "train": str(job.train),
             "holdout": evaluation == "holdout"}
+
+
+def _calibrate(trials: Sequence[Any], job: Job, log: Log) -> float:
+    """The spread of SPREADS whose forecasts by `trials`' models (the final model's, before
+    any refit) score the best mean_wQuantileLoss on the objective's test points; 1 when
+    there are none, or the models are on another machine."""
+    from deepar_cli.evaluation import spread_scores
+
+    reason = ("the objective scores no test points" if job.test is None else
+              None if all(_model_here(t) for t in trials) else
+              "the chosen trials' models are on another machine")
+    if reason:
+        log("calibration", {"spread": 1.0, "reason": reason})
+        return 1.0
+    folder = Path(trials[0].user_attrs["model_dir"]) if len(trials) == 1 else (
+        job.trials_dir / "ensemble")
+    scores = spread_scores(modelfolder.load(folder), job.test, SPREADS, seed=job.seed,
+                           windows=job.windows)
+    spread = min(SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
+    log("calibration", {"spread": spread, "before": _finite(scores[1.0]),
+                        "after": _finite(scores[spread])})
+    return spread
 
 
 def _model_here(trial: Any) -> bool:
@@ -770,8 +801,18 @@ def _ensemble(study: Any, job: Job, size: int, log: Log) -> List[Any]:
     return members if kept else [best]
 
 
+@dataclass(frozen=True)
+class _Final:
+    """How the final model is made (tune's options)."""
+
+    refit: bool
+    ensemble: int
+    bag: int
+    calibrate: bool
+
+
 def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_channel: Path,
-            refit: bool, ensemble: int, result: TuneResult, log: Log) -> None:
+            final: _Final, result: TuneResult, log: Log) -> None:
     """Best hyperparameters, summary and model, once the study is done."""
     best = _best(_study_trials(study))
     if best is None:
@@ -785,8 +826,10 @@ def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_chann
                  "stop_reason": result.stop_reason})
     hp_path = output_dir / "hyperparameters.json"
     write_json(hp_path, sagemaker_values({**job.static, **tuned}))
-    members = _ensemble(study, job, ensemble, log)
-    source = _model_source(members, job, evaluation, train_channel, refit)
+    members = _ensemble(study, job, final.ensemble, log)
+    spread = _calibrate(members, job, log) if final.calibrate else 1.0
+    source = {**_model_source(members, job, evaluation, train_channel, final.refit),
+              "bag": final.bag, "spread": spread}
     summary_path = output_dir / "tuning.json"
     if _previous_model(summary_path) == source and (output_dir / "model").is_dir():
         log("model", {**source, "how": "unchanged", "path": str(output_dir / "model")})
@@ -826,8 +869,8 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
          strategy: Optional[str] = None, objective: Optional[str] = None,
          max_trials: Optional[int] = None, max_parallel: Optional[int] = None,
          storage: Optional[str] = None, study_name: str = DEFAULT_STUDY_NAME,
-         refit: bool = True, ensemble: int = 1, holdout_windows: int = 1,
-         seed: int = DEFAULT_SEED, log: Log = lambda event, figures: None,
+         refit: bool = True, ensemble: int = 1, holdout_windows: int = 1, bag: int = 1,
+         calibrate: bool = True, seed: int = DEFAULT_SEED, log: Log = lambda event, figures: None,
          progress: bool = False) -> TuneResult:
     """`deepar-cli tune`: run (or resume, or join) a study, then write its outputs into
     `output_dir`: trials.csv/json, objective.png, importance.png, and once the study is
@@ -836,13 +879,19 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
     `ensemble` K > 1: the model mixes the K best trials' forecasts if that scores better on
     the objective than the best trial alone (`forecasting.Ensemble`). Without a test channel,
     `holdout_windows` W: trials train on each series less its last W x prediction_length
-    points and are scored on those W rolling windows, pooled."""
+    points and are scored on those W rolling windows, pooled. `bag` N > 1: the model's
+    hyperparameters are trained N times, with seeds seed ... seed + N - 1, and their
+    quantiles averaged. `calibrate`: the model's spread about its median is scaled by the
+    factor of SPREADS whose forecasts, by the chosen trials' models, score the best
+    mean_wQuantileLoss on the objective's test points."""
     static = read_file(hp_file)
     config = tuning_config.load(config_file, static, str(hp_file), strategy=strategy,
                                 objective=objective, max_trials=max_trials,
                                 max_parallel=max_parallel)
     base = tuning_config.resolve_static(config, static, str(hp_file))
     _check_ensemble(ensemble, config)
+    if bag < 1:
+        raise UsageError(f"bag must be at least 1, got {bag}")
     if holdout_windows < 1 or (holdout_windows > 1 and test_channel is not None):
         raise UsageError(f"holdout_windows must be at least 1, and 1 with a test channel "
                          f"(the objective is then the test channel's), got {holdout_windows}")
@@ -884,8 +933,8 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
         _plot_importance(study, output_dir / "importance.png")
         result.files += [output_dir / "objective.png", output_dir / "importance.png"]
         if caught is None:
-            _finish(study, job, output_dir, evaluation, train_channel, refit, ensemble, result,
-                    log)
+            _finish(study, job, output_dir, evaluation, train_channel,
+                    _Final(refit, ensemble, bag, calibrate), result, log)
     return result
 
 
@@ -960,8 +1009,16 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
         return (f"ensemble of trials {', '.join(map(str, figures['trials']))}: "
                 f"{figures['objective']} {figures['value']:.6g} against the best trial's "
                 f"{figures['best_value']:.6g}; {verdict}")
+    if event == "calibration":
+        if "reason" in figures:
+            return f"calibration: spread 1 ({figures['reason']})"
+        before, after = figures["before"], figures["after"]
+        return (f"calibration: spread {figures['spread']:g} on the objective's test points: "
+                f"mean_wQuantileLoss {before['mean_wQuantileLoss']:.6g} -> "
+                f"{after['mean_wQuantileLoss']:.6g}, Coverage[0.1/0.5/0.9] "
+                f"{_coverage_text(before)} -> {_coverage_text(after)}")
     if event == "model":
-        return f"model: {figures['path']} <- {_model_text(figures)}"
+        return f"model: {figures['path']} <- {_model_text(figures)}{_final_text(figures)}"
     return None
 
 
@@ -970,6 +1027,18 @@ def _held_out_text(figures: Dict[str, Any]) -> str:
     if windows == 1:
         return f"{points} points"
     return f"{windows} x {points} points ({windows} rolling windows, pooled)"
+
+
+def _coverage_text(figures: Mapping[str, Any]) -> str:
+    return "/".join(f"{figures[k]:.2f}" if figures.get(k) is not None else "-"
+                    for k in ("Coverage[0.1]", "Coverage[0.5]", "Coverage[0.9]"))
+
+
+def _final_text(figures: Dict[str, Any]) -> str:
+    parts = ([f"{figures['bag']} seeds each, quantiles averaged"] if figures["bag"] > 1
+             else []) + ([f"spread x {figures['spread']:g}"] if figures["spread"] != 1.0
+                         else [])
+    return f"; {', '.join(parts)}" if parts else ""
 
 
 def _model_text(figures: Dict[str, Any]) -> str:
