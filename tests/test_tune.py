@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import optuna
 import pytest
 
-from deepar_cli import hyperparameters, modelfolder, tuning, tuning_config
+from deepar_cli import evaluation, hyperparameters, modelfolder, tuning, tuning_config
 from deepar_cli.cli import main
 from deepar_cli.errors import HyperparameterError
 from deepar_cli.threads import CPU_COUNT
@@ -355,7 +355,7 @@ def test_tune_holds_out_the_last_points_and_logs_each_trial(holdout_run, tiny_da
 def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner, tmp_path):
     one_trial = config(ResourceLimits={"MaxNumberOfTrainingJobs": 1})
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, one_trial)
-                           + ["--holdout-windows", "2", "--no-refit"])
+                           + ["--holdout-windows", "2", "--no-refit", "--bag", "2"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     assert (f"objective: test:mean_wQuantileLoss (minimized), scored on the last 2 x 12 points "
@@ -375,7 +375,21 @@ def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner
     assert trial["objective"] == overall["mean_wQuantileLoss"]
     assert list(trial["test_metrics"]) == CSV_HEADER[7:-1]
     assert trial["test_metrics"] == {k: overall[k] for k in trial["test_metrics"]}
-    assert json.loads((out / "tuning.json").read_text())["model"]["how"] == "copy"
+    # Calibrated on the same pooled windows; without a refit, the bag's first seed is the
+    # trial's model and the second trains on the same held-out train channel.
+    scores = evaluation.spread_scores(modelfolder.load(out / "trials/0/model"),
+                                      out / "holdout" / "test.json", tuning.SPREADS, seed=42,
+                                      windows=2)
+    assert scores[1.0] == trial["test_metrics"]
+    spread = min(tuning.SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
+    source = json.loads((out / "tuning.json").read_text())["model"]
+    assert (source["how"], source["bag"], source["spread"]) == ("copy", 2, spread)
+    assert json.loads((out / "model" / "model.json").read_text()).get("spread", 1.0) == spread
+    first, second = (json.loads((out / "model" / "members" / k / "training.json").read_text())
+                     for k in "01")
+    assert first == json.loads((out / "trials/0/model/training.json").read_text())
+    assert second["seed"] == 43
+    assert second["data"]["train"] == first["data"]["train"]
 
 
 def test_tune_writes_the_trials_table_and_plots(holdout_run):
