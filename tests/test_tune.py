@@ -392,6 +392,18 @@ def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner
     assert second["data"]["train"] == first["data"]["train"]
 
 
+def test_a_training_loss_objective_leaves_the_spread_uncalibrated(tiny_data, runner, tmp_path):
+    one_trial = config(ResourceLimits={"MaxNumberOfTrainingJobs": 1})
+    result = runner.invoke(main, tune_args(tiny_data, tmp_path, one_trial) + [
+        "--objective", "train:final_loss", "--log-format", "json"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e for e in events if e["event"] == "calibration"] == [
+        {"event": "calibration", "spread": 1.0, "reason": "the objective scores no test points"}]
+    assert json.loads((tmp_path / "out" / "tuning.json").read_text())["model"]["spread"] == 1.0
+    assert "spread" not in json.loads((tmp_path / "out" / "model" / "model.json").read_text())
+
+
 def test_tune_writes_the_trials_table_and_plots(holdout_run):
     _, out = holdout_run
     rows = csv_rows(out / "trials.csv")
