@@ -94,11 +94,16 @@ def test_a_bad_spread_is_a_model_error(tiny_model: SimpleNamespace, tmp_path: Pa
     shutil.copytree(tiny_model.dir, folder)
     meta = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**meta, "spread": spread}))
-    result = run("predict", "--model-dir", str(folder), "--input", str(tiny_model.train),
+    assert_predict_refused(folder, tiny_model.train, tmp_path, f"{folder}: model files are "
+                           f"damaged (\"spread\" must be a positive number, got {spread!r})")
+
+
+def assert_predict_refused(folder: Path, records: Path, tmp_path: Path, message: str) -> None:
+    """predict with the model folder exits 66 with `message` and writes nothing."""
+    result = run("predict", "--model-dir", str(folder), "--input", str(records),
                  "--output", str(tmp_path / "out.jsonl"))
     assert result.exit_code == 66
-    assert result.stderr == (f"Error: {folder}: model files are damaged (\"spread\" must be a "
-                             f"positive number, got {spread!r})\n")
+    assert result.stderr == f"Error: {message}\n"
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -116,12 +121,8 @@ def test_a_broken_member_is_a_model_error(tiny_ensemble: SimpleNamespace,
     folder = tmp_path / "model"
     shutil.copytree(tiny_ensemble.dir, folder)
     shutil.rmtree(folder / "members" / "1" / "predictor")
-    result = run("predict", "--model-dir", str(folder), "--input", str(tiny_ensemble.train),
-                 "--output", str(tmp_path / "out.jsonl"))
-    assert result.exit_code == 66
-    assert result.stderr == (f"Error: {folder / 'members' / '1'}: not a deepar-cli model "
-                             f"folder (predictor is missing)\n")
-    assert not (tmp_path / "out.jsonl").exists()
+    assert_predict_refused(folder, tiny_ensemble.train, tmp_path, f"{folder / 'members' / '1'}: "
+                           f"not a deepar-cli model folder (predictor is missing)")
 
 
 # ------------------------------------------------------------------ tune --ensemble
