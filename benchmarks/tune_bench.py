@@ -3,7 +3,8 @@ train channel, the best refit on all of it), then the tuned model and fixed hype
 both scored on the untouched test channel, beside a seasonal-naive forecast.
 
     python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
-        [--ensemble 3] [--holdout-windows 1] [--bag 1] [--calibrate] [--seeds 0,1,2]
+        [--ensemble 3] [--holdout-windows 1] [--bag 1] [--calibrate] [--average-epochs 0]
+        [--seeds 0,1,2]
 
 synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
 default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
@@ -100,7 +101,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
                          config_file=folder / "tuning.json", max_trials=args.trials,
                          max_parallel=args.parallel, ensemble=args.ensemble,
                          holdout_windows=args.holdout_windows, bag=args.bag,
-                         calibrate=args.calibrate, seed=seed, log=Reporter())
+                         calibrate=args.calibrate, average_epochs=args.average_epochs,
+                         seed=seed, log=Reporter())
     tune_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     train(folder / "train.json", resolve(fixed), folder / "fixed", seed=seed)
@@ -125,11 +127,12 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
 
 def _name(args: argparse.Namespace) -> str:
     """The data set, the holdout windows when more than one, the trials when not 20, the
-    bag when more than one seed, and -cal when calibrated."""
+    bag when more than one seed, -cal when calibrated, and -aN with epochs averaged."""
     windows = f"-w{args.holdout_windows}" if args.holdout_windows > 1 else ""
     trials = f"-t{args.trials}" if args.trials != 20 else ""
     bag = f"-b{args.bag}" if args.bag > 1 else ""
-    return f"{args.dataset}{windows}{trials}{bag}{'-cal' if args.calibrate else ''}"
+    averaged = f"-a{args.average_epochs}" if args.average_epochs else ""
+    return f"{args.dataset}{windows}{trials}{bag}{'-cal' if args.calibrate else ''}{averaged}"
 
 
 COLUMNS = ("tuned", "single_best", "fixed", "seasonal_naive")
@@ -147,6 +150,8 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true",
                         help="tune --calibrate (the benchmark's default is --no-calibrate, "
                              "as its first results were measured)")
+    parser.add_argument("--average-epochs", type=int, default=0,
+                        help="tune --average-epochs (the fixed set keeps SageMaker's rule)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
     parser.add_argument("--reuse", action="store_true",
                         help="take the seeds whose result file exists from it")
@@ -165,7 +170,8 @@ def main() -> None:
                         for name in FIGURES} for column in COLUMNS}
     report = {"dataset": args.dataset, "trials": args.trials, "ensemble": args.ensemble,
               "holdout_windows": args.holdout_windows, "bag": args.bag,
-              "calibrate": args.calibrate, "runs": runs, "median": medians}
+              "calibrate": args.calibrate, "average_epochs": args.average_epochs,
+              "runs": runs, "median": medians}
     output = results / f"tune_bench-{_name(args)}.json"
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"median of seeds {args.seeds}")

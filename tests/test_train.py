@@ -392,6 +392,40 @@ def test_training_keeps_the_best_epochs_parameters(tiny_data, tiny_hp, tmp_path,
     assert not all(np.array_equal(saved[name], snapshots[-1][name]) for name in saved)
 
 
+def test_average_epochs_keeps_the_mean_of_the_last_epochs_weights(tiny_data, tiny_hp, tmp_path,
+                                                                   monkeypatch, seed, runner):
+    from gluonts.mx.trainer.callback import Callback
+
+    snapshots: List[Dict[str, np.ndarray]] = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch_no, epoch_loss, training_network, **kwargs):
+            snapshots.append({name: p.data().asnumpy().copy() for name, p in
+                              training_network._collect_params_with_prefix().items()})
+            return True
+
+    build = training.build_estimator
+    monkeypatch.setattr(training, "build_estimator",
+                        lambda hp, features, num_batches, callbacks, rnn: build(
+                            hp, features, num_batches, [*callbacks, Snapshot()], rnn))
+    hp_file = tmp_path / "hp.json"
+    hp_file.write_text(json.dumps({**tiny_hp, "epochs": 3}))
+    result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--hyperparameters",
+                                  str(hp_file), "--model-dir", str(tmp_path / "model"),
+                                  "--seed", str(seed), "--average-epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(snapshots) == 3
+    model = modelfolder.load(tmp_path / "model", accelerated=False)
+    assert model.summary["average_epochs"] == 2
+    saved = {name: p.data().asnumpy()
+             for name, p in model.predictor.prediction_net._collect_params_with_prefix().items()}
+    assert sorted(saved) == sorted(snapshots[-1])
+    for name, value in saved.items():
+        np.testing.assert_allclose(value, (snapshots[1][name] + snapshots[2][name]) / 2,
+                                   rtol=1e-5, atol=1e-7)
+    assert not all(np.array_equal(saved[name], snapshots[2][name]) for name in saved)
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -355,7 +355,8 @@ def test_tune_holds_out_the_last_points_and_logs_each_trial(holdout_run, tiny_da
 def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner, tmp_path):
     one_trial = config(ResourceLimits={"MaxNumberOfTrainingJobs": 1})
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, one_trial)
-                           + ["--holdout-windows", "2", "--no-refit", "--bag", "2"])
+                           + ["--holdout-windows", "2", "--no-refit", "--bag", "2",
+                              "--average-epochs", "2"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     assert (f"objective: test:mean_wQuantileLoss (minimized), scored on the last 2 x 12 points "
@@ -388,7 +389,7 @@ def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner
     first, second = (json.loads((out / "model" / "members" / k / "training.json").read_text())
                      for k in "01")
     assert first == json.loads((out / "trials/0/model/training.json").read_text())
-    assert second["seed"] == 43
+    assert (second["seed"], first["average_epochs"], second["average_epochs"]) == (43, 2, 2)
     assert second["data"]["train"] == first["data"]["train"]
 
 
@@ -469,9 +470,26 @@ def test_a_finished_tune_resumes_with_more_trials(holdout_run, tiny_data, runner
                                                                                 "3"]
 
 
+def test_a_study_from_before_a_setting_existed_resumes(holdout_run, tiny_data, runner, tmp_path):
+    """A study that does not record windows or average_epochs had their defaults."""
+    _, first = holdout_run
+    shutil.copytree(first.parent, tmp_path, dirs_exist_ok=True)
+    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    study = optuna.load_study(study_name="deepar-cli-tune", storage=storage)
+    settings = study.user_attrs["deepar_cli"]
+    study.set_user_attr("deepar_cli", {k: v for k, v in settings.items()
+                                       if k not in tuning.LATER_SETTINGS})
+    again = runner.invoke(main, tune_args(tiny_data, tmp_path))
+    assert again.exit_code == 0, again.output
+    refused = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--average-epochs", "3"])
+    assert refused.exit_code == 64
+    assert "started with other settings (average_epochs differs)" in refused.stderr
+
+
 @pytest.mark.parametrize("option, differs", [
     (["--objective", "test:RMSE"], "objective differs"),
-    (["--holdout-windows", "2"], "windows differs")])
+    (["--holdout-windows", "2"], "windows differs"),
+    (["--average-epochs", "2"], "average_epochs differs")])
 def test_a_study_started_with_other_settings_is_refused(holdout_run, tiny_data, runner, tmp_path,
                                                         option, differs):
     _, first = holdout_run

@@ -91,13 +91,16 @@ def read_dataset(channel: PathLike, freq: str) -> List[DataEntry]:
 
 def train(train: Union[PathLike, Dataset],
           hyperparameters: Union[Mapping[str, Any], Hyperparameters], model_dir: PathLike, *,
-          test: Union[PathLike, Dataset, None] = None, seed: int = DEFAULT_SEED) -> Model:
+          test: Union[PathLike, Dataset, None] = None, seed: int = DEFAULT_SEED,
+          average_epochs: int = 0) -> Model:
     """`deepar-cli train`: train on a dataset or channel with SageMaker's hyperparameters
     (names and values as a hyperparameters.json holds them), score `test` if given, write
-    the model folder, and return it loaded. Figures are in `model.summary` (training.json)."""
+    the model folder, and return it loaded. Figures are in `model.summary` (training.json).
+    `average_epochs` as `train --average-epochs`."""
     hp = hyperparameters if isinstance(hyperparameters, Hyperparameters) else resolve(
         hyperparameters)
-    training.train(train, hp, Path(model_dir), test_channel=test, seed=seed)
+    training.train(train, hp, Path(model_dir), test_channel=test, seed=seed,
+                   average_epochs=average_epochs)
     return load_model(model_dir)
 
 

@@ -240,6 +240,12 @@ def _load_model(model_dir: Path) -> Any:
     return modelfolder.load(model_dir)
 
 
+AVERAGE_EPOCHS = click.option(
+    "--average-epochs", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+    help="Keep the mean of the last N epochs' weights instead of the lowest-loss epoch's "
+         "(0: SageMaker's rule); tune: in every trial and the final model.")
+
+
 @main.command()
 @click.option("--train", "train_channel", type=ExistingPath, required=True,
               help="Train channel: a file or a folder of JSON Lines/Parquet files.")
@@ -257,10 +263,11 @@ def _load_model(model_dir: Path) -> Any:
               show_default=True,
               help="LSTM kernel for training: fused (fast; dropout_rate as dropout on each "
                    "layer's output) or gluonts (GluonTS's cell-by-cell unroll with zoneout).")
+@AVERAGE_EPOCHS
 @_hyperparameter_options
 def train(train_channel: Path, test_channel: Optional[Path], hp_file: Optional[Path],
           model_dir: Path, seed: int, quiet: bool, log_format: str, log_file: Optional[Path],
-          rnn: str, **options: Any) -> None:
+          rnn: str, average_epochs: int, **options: Any) -> None:
     """Train DeepAR on a train channel with SageMaker's hyperparameters."""
     from deepar_cli import hyperparameters
     from deepar_cli.reporting import Reporter
@@ -269,7 +276,7 @@ def train(train_channel: Path, test_channel: Optional[Path], hp_file: Optional[P
     hp = hyperparameters.load(hp_file, options)
     with Reporter(log_format, log_file=log_file) as reporter, _progress(quiet):
         run(train_channel, hp, model_dir, test_channel=test_channel, seed=seed, rnn=rnn,
-            log=reporter)
+            average_epochs=average_epochs, log=reporter)
     if log_format == "text":
         click.echo(f"model saved to {model_dir}")
 
@@ -510,6 +517,7 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Scale the final model's spread about its median by the factor in "
                    "[0.5, 1.5] that scores best on the objective's held-out points.")
+@AVERAGE_EPOCHS
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every trial's training seed, as `train --seed`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

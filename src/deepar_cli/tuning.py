@@ -60,6 +60,8 @@ MEDIAN_WARMUP_EPOCHS = 2
 # this much (relatively) better than the best trial alone, more than seed noise. (Measured on
 # the notebook's data: a mixture 0.2% better on the held-out points was 1.6% worse on test.)
 ENSEMBLE_MARGIN = 0.01
+# Settings a study records that earlier versions did not, with the value their studies had.
+LATER_SETTINGS = {"windows": 1, "average_epochs": 0}
 # The spreads calibration chooses from: 0.5, 0.55, ..., 1.5 (1: the forecasts as drawn).
 SPREADS = tuple(round(0.5 + 0.05 * k, 2) for k in range(21))
 
@@ -90,6 +92,7 @@ class Job:
     seed: int
     deadline: Optional[float] = None  # time.time() past which no epoch starts
     windows: int = 1  # rolling windows of the test channel the objective pools
+    average_epochs: int = 0  # training.train's: 0 keeps the lowest-loss epoch
 
 
 @dataclass
@@ -220,7 +223,8 @@ class _Objective:
                 pooled = self.job.test is not None and self.job.windows > 1
                 summary = train(self.job.train, hp, folder / "model",
                                 test_channel=None if pooled else self.job.test,
-                                seed=self.job.seed, log=hook)
+                                seed=self.job.seed, average_epochs=self.job.average_epochs,
+                                log=hook)
                 if pooled:
                     summary["test_metrics"] = score_channel(
                         modelfolder.load(folder / "model"), self.job.test,
@@ -721,7 +725,7 @@ def _member(trial: Any, job: Job, source: Dict[str, Any], target: Path, seed: in
         return
     hp = resolve({**job.static, **trial.user_attrs["hyperparameters"]})
     train(Path(source["train"]), hp, target, test_channel=None if source["how"] == "refit"
-          else job.test, seed=seed, log=log)
+          else job.test, seed=seed, average_epochs=job.average_epochs, log=log)
 
 
 def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channel: Path,
@@ -840,7 +844,7 @@ def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_chann
         "strategy": job.config.strategy, "objective": job.config.objective,
         "evaluation": evaluation, "counts": result.counts, "stop_reason": result.stop_reason,
         "best_trial": best.number, "best_value": best.value, "hyperparameters": tuned,
-        "model": source})
+        "average_epochs": job.average_epochs, "model": source})
     result.files += [hp_path, output_dir / "model", summary_path]
 
 
@@ -870,8 +874,8 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
          max_trials: Optional[int] = None, max_parallel: Optional[int] = None,
          storage: Optional[str] = None, study_name: str = DEFAULT_STUDY_NAME,
          refit: bool = True, ensemble: int = 1, holdout_windows: int = 1, bag: int = 1,
-         calibrate: bool = True, seed: int = DEFAULT_SEED, log: Log = lambda event, figures: None,
-         progress: bool = False) -> TuneResult:
+         calibrate: bool = True, average_epochs: int = 0, seed: int = DEFAULT_SEED,
+         log: Log = lambda event, figures: None, progress: bool = False) -> TuneResult:
     """`deepar-cli tune`: run (or resume, or join) a study, then write its outputs into
     `output_dir`: trials.csv/json, objective.png, importance.png, and once the study is
     done hyperparameters.json, model/ and tuning.json.
@@ -883,7 +887,8 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
     hyperparameters are trained N times, with seeds seed ... seed + N - 1, and their
     quantiles averaged. `calibrate`: the model's spread about its median is scaled by the
     factor of SPREADS whose forecasts, by the chosen trials' models, score the best
-    mean_wQuantileLoss on the objective's test points."""
+    mean_wQuantileLoss on the objective's test points. `average_epochs`: as `train`'s, for
+    every trial and the final model."""
     static = read_file(hp_file)
     config = tuning_config.load(config_file, static, str(hp_file), strategy=strategy,
                                 objective=objective, max_trials=max_trials,
@@ -903,13 +908,13 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
               study_name=study_name, config=config, static=dict(static), train=trial_train,
               test=trial_test, trials_dir=(output_dir / "trials").resolve(), seed=seed,
               deadline=time.time() + config.max_runtime if config.max_runtime else None,
-              windows=windows)
+              windows=windows, average_epochs=average_epochs)
     with _quiet_optuna():
         study = _load_study(job, create=True)
         _claim(study, job, {"static": job.static, "objective": config.objective,
                             "ranges": [r.as_json() for r in config.ranges],
                             "evaluation": evaluation, "windows": windows, "seed": seed,
-                            "train": shape})
+                            "average_epochs": average_epochs, "train": shape})
         for path, records in held_out:  # not before: a refused run leaves the study's as is
             write_records(path, records)
         progress_ = _Progress(study, job, log, progress)
@@ -950,13 +955,14 @@ def _check_ensemble(size: int, config: TuningConfig) -> None:
 
 def _claim(study: Any, job: Job, settings: Dict[str, Any]) -> None:
     """A study belongs to one tuning set-up: resuming or joining it with other static
-    hyperparameters, ranges, objective, scoring, seed or data is refused."""
+    hyperparameters, ranges, objective, scoring, seed, epoch averaging or data is refused."""
     settings = json.loads(json.dumps(settings, default=str))
     saved = study.user_attrs.get("deepar_cli")
     if saved is None:
         study.set_user_attr("deepar_cli", settings)
         return
-    differs = [key for key in settings if saved.get(key) != settings[key]]
+    differs = [key for key in settings
+               if saved.get(key, LATER_SETTINGS.get(key)) != settings[key]]
     if differs:
         raise UsageError(
             f'{shown_url(job.storage)}: study "{job.study_name}" was started with other '
