@@ -180,25 +180,24 @@ def members_of(model: Any) -> Tuple[Any, ...]:
 
 def test_tune_keeps_the_ensemble_only_when_it_scores_better(ensemble_run: SimpleNamespace
                                                             ) -> None:
-    """Kept: each member's hyperparameters refit on the whole train channel."""
+    """The chosen trials' own models (the mixture when kept, else the best alone), then the
+    best one's hyperparameters refit on the whole train channel."""
     scored = _event(ensemble_run.events, "ensemble")
+    chosen = scored["trials"] if scored["kept"] else scored["trials"][:1]
     spread = _event(ensemble_run.events, "calibration")["spread"]
     source = json.loads((ensemble_run.out / "tuning.json").read_text())["model"]
-    model = modelfolder.load(ensemble_run.out / "model")
-    trials = {t["number"]: t for t in json.loads(
-        (ensemble_run.out / "trials.json").read_text())["trials"]}
-    if scored["kept"]:
-        assert source == {"trials": scored["trials"], "how": "refit",
-                          "train": str(ensemble_run.data.train), "bag": 1, "spread": spread}
-        assert len(members_of(model)) == 2
-        for k, number in enumerate(scored["trials"]):
-            member = modelfolder.load(ensemble_run.out / "model" / "members" / str(k))
-            assert member.hp.num_cells == trials[number]["hyperparameters"]["num_cells"]
-            assert member.summary["data"]["train"]["num_observations"] == 8 * 48
-    else:
-        assert source == {"trial": scored["trials"][0], "how": "refit",
-                          "train": str(ensemble_run.data.train), "bag": 1, "spread": spread}
-        assert len(members_of(model)) == 1
+    numbers = {"trials": chosen} if scored["kept"] else {"trial": chosen[0]}
+    assert source == {**numbers, "how": "trials+refit", "train": str(ensemble_run.data.train),
+                      "bag": 1, "spread": spread}
+    assert len(members_of(modelfolder.load(ensemble_run.out / "model"))) == len(chosen) + 1
+    members = ensemble_run.out / "model" / "members"
+    for k, number in enumerate(chosen):
+        assert (members / str(k) / "training.json").read_text() == (
+            ensemble_run.out / "trials" / str(number) / "model" / "training.json").read_text()
+    refit = modelfolder.load(members / str(len(chosen)))
+    best = json.loads((ensemble_run.out / "hyperparameters.json").read_text())
+    assert refit.hp.num_cells == int(best["num_cells"])
+    assert refit.summary["data"]["train"]["num_observations"] == 8 * 48
     assert _event(ensemble_run.events, "model") == {
         "event": "model", **source, "path": str(ensemble_run.out / "model")}
 
@@ -229,7 +228,9 @@ def test_tune_calibrates_the_spread_on_the_held_out_points(ensemble_run: SimpleN
 
 def test_tune_bags_seeds_of_the_best_hyperparameters(tiny_data: SimpleNamespace,
                                                      tmp_path: Path) -> None:
-    result = run(*tune_args(tiny_data, tmp_path, "--bag", "2", "--no-calibrate"))
+    args = tune_args(tiny_data, tmp_path, "--bag", "2", "--no-calibrate", "--final-model",
+                     "refit")
+    result = run(*args)
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert not [e for e in events if e["event"] == "calibration"]
@@ -244,7 +245,6 @@ def test_tune_bags_seeds_of_the_best_hyperparameters(tiny_data: SimpleNamespace,
         member = modelfolder.load(out / "model" / "members" / str(k))
         assert member.summary["seed"] == 42 + k
         assert member.hp.num_cells == best["hyperparameters"]["num_cells"]
-    args = tune_args(tiny_data, tmp_path, "--bag", "2", "--no-calibrate")
     text = run(*args[:args.index("--log-format")], *args[args.index("json") + 1:])
     assert text.exit_code == 0, text.output
     assert (f"model: {out / 'model'} <- trial {best['trial']}'s model, already there; "
@@ -254,6 +254,8 @@ def test_tune_bags_seeds_of_the_best_hyperparameters(tiny_data: SimpleNamespace,
 @pytest.mark.parametrize("extra, message", [
     (["--ensemble", "4"], "ensemble must be in [1, MaxNumberOfTrainingJobs = 3], got 4"),
     (["--bag", "0"], "Invalid value for '--bag': 0 is not in the range x>=1."),
+    (["--final-model", "best"], "Invalid value for '--final-model': 'best' is not one of "
+                                "'trials+refit', 'refit', 'trials'."),
     (["--ensemble", "2", "--objective", "train:final_loss"],
      "an ensemble is kept only if it scores better on a test objective; train:final_loss "
      "scores single models (use test:RMSE or test:mean_wQuantileLoss)"),

@@ -355,7 +355,7 @@ def test_tune_holds_out_the_last_points_and_logs_each_trial(holdout_run, tiny_da
 def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner, tmp_path):
     one_trial = config(ResourceLimits={"MaxNumberOfTrainingJobs": 1})
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, one_trial)
-                           + ["--holdout-windows", "2", "--no-refit", "--bag", "2",
+                           + ["--holdout-windows", "2", "--final-model", "trials", "--bag", "2",
                               "--average-epochs", "2"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
@@ -426,7 +426,7 @@ def test_tune_writes_the_trials_table_and_plots(holdout_run):
                       "test_metrics"]
 
 
-def test_tune_refits_the_best_on_the_whole_channel(holdout_run, tiny_data):
+def test_tune_adds_the_best_refit_on_the_whole_channel(holdout_run, tiny_data):
     result, out = holdout_run
     table = json.loads((out / "trials.json").read_text())["trials"]
     best = min(table, key=lambda t: t["objective"])
@@ -441,18 +441,23 @@ def test_tune_refits_the_best_on_the_whole_channel(holdout_run, tiny_data):
         best["number"], best["objective"], "holdout",
         {"complete": 3, "pruned": 0, "failed": 0, "stopped": 0},
         "MaxNumberOfTrainingJobs reached",
-        {"trial": best["number"], "how": "refit", "train": str(tiny_data.train), "bag": 1,
-         "spread": spread})
+        {"trial": best["number"], "how": "trials+refit", "train": str(tiny_data.train),
+         "bag": 1, "spread": spread})
     assert json.loads((out / "model" / "model.json").read_text()).get("spread", 1.0) == spread
     written = json.loads((out / "hyperparameters.json").read_text())
     assert written == {**{k: str(v) for k, v in STATIC.items()},
                        "num_cells": str(best["hyperparameters"]["num_cells"]),
                        "learning_rate": repr(best["hyperparameters"]["learning_rate"])}
-    model = modelfolder.load(out / "model")
-    assert model.hp == hyperparameters.load(out / "hyperparameters.json", {})
-    assert model.summary["data"]["train"]["num_observations"] == TINY_SERIES * TINY_TRAIN_LENGTH
-    assert f"model: {out / 'model'} <- the best hyperparameters (trial {best['number']}) " \
-           f"trained on the whole train channel {tiny_data.train}" in result.stdout
+    # the best trial's own model, then its hyperparameters trained on the whole channel
+    trial, refit = (modelfolder.load(out / "model" / "members" / k) for k in "01")
+    assert len(modelfolder.load(out / "model").predictor.members) == 2
+    assert trial.summary == json.loads(
+        (out / "trials" / str(best["number"]) / "model" / "training.json").read_text())
+    assert refit.hp == trial.hp == hyperparameters.load(out / "hyperparameters.json", {})
+    assert refit.summary["data"]["train"]["num_observations"] == TINY_SERIES * TINY_TRAIN_LENGTH
+    assert f"model: {out / 'model'} <- trial {best['number']}'s model (trained without the " \
+           f"held-out points) and its hyperparameters trained on the whole train channel " \
+           f"{tiny_data.train}, quantiles averaged" in result.stdout
 
 
 def test_a_finished_tune_resumes_with_more_trials(holdout_run, tiny_data, runner, tmp_path):

@@ -23,6 +23,7 @@ import click
 
 from deepar_cli import __version__
 from deepar_cli.errors import DeepARCliError, UsageError
+from deepar_cli.tuning_config import FINAL_MODELS, OBJECTIVES, STRATEGIES
 
 EX_USAGE = UsageError.exit_code
 DEBUG_ENV = "DEEPAR_CLI_DEBUG"
@@ -465,8 +466,6 @@ def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int,
 
 def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Options that override single fields of the tuning config."""
-    from deepar_cli.tuning_config import OBJECTIVES, STRATEGIES
-
     for option in reversed([
         click.option("--strategy", type=click.Choice(STRATEGIES),
                      help="Strategy (default: the config's, else Bayesian)."),
@@ -502,9 +501,12 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Optuna storage URL several machines share, e.g. postgresql://host/db "
                    "(default: sqlite in OUTPUT_DIR/study.db).")
 @click.option("--study-name", default="deepar-cli-tune", show_default=True)
-@click.option("--refit/--no-refit", default=True, show_default=True,
-              help="After a held-out objective, train the best hyperparameters once more on "
-                   "the whole train channel.")
+@click.option("--final-model", type=click.Choice(FINAL_MODELS), default=FINAL_MODELS[0],
+              show_default=True,
+              help="After a held-out objective, the model keeps the chosen trials' own "
+                   "models and adds the best hyperparameters trained once more on the whole "
+                   "train channel (trials+refit), or keeps only that training (refit), or "
+                   "only the trials' models (trials).")
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="K", help="Mix the K best trials' forecasts into one model, if that "
                                 "scores better on the objective than the best trial alone.")

@@ -41,7 +41,7 @@ from deepar_cli.hyperparameters import Hyperparameters, read_file, resolve
 from deepar_cli.records import Record
 from deepar_cli.threads import CPU_COUNT, user_threads
 from deepar_cli.training import DEFAULT_SEED, Log
-from deepar_cli.tuning_config import ParameterRange, TuningConfig, sagemaker_values
+from deepar_cli.tuning_config import FINAL_MODELS, ParameterRange, TuningConfig, sagemaker_values
 
 DEFAULT_STUDY_NAME = "deepar-cli-tune"
 STUDY_FILE = "study.db"
@@ -694,46 +694,53 @@ def _plot_importance(study: Any, path: Path) -> None:
 
 def _final_model(trials: Sequence[Any], job: Job, source: Dict[str, Any], output_dir: Path,
                  log: Log) -> None:
-    """DIR/model: the best trial's hyperparameters (or, for an ensemble, each member's)
-    trained on the whole train channel (after a holdout), else the trials' model folders,
-    copied or, from another machine, trained again here; `source["bag"]` seeds of each,
-    and the calibrated spread."""
+    """DIR/model as `source["how"]` says: "refit", each chosen trial's hyperparameters
+    trained on the whole train channel, `source["bag"]` seeds of each; "copy" or "retrain",
+    the trials' own models (copied, or trained again here when on another machine, and for
+    the bag's other seeds); "trials+refit", the trials' own models and the best one's
+    hyperparameters trained on the whole channel with the bag's seeds. Then the spread."""
     target = output_dir / "model"
     log("model", {**source, "path": str(target)})
     seeds = [job.seed + k for k in range(source["bag"])]
+    refit_on = Path(source["train"]) if source["how"] in ("refit", "trials+refit") else None
+    plan = ([(trial, job.seed, None) for trial in trials]
+            + [(trials[0], seed, refit_on) for seed in seeds]
+            if source["how"] == "trials+refit" else
+            [(trial, seed, refit_on) for trial in trials for seed in seeds])
     with atomic_dir(target) as folder:
-        if len(trials) * len(seeds) == 1:
-            _member(trials[0], job, source, folder, seeds[0], log)
+        if len(plan) == 1:
+            _member(*plan[0], job, folder, log)
         else:
-            count = 0
-            for trial in trials:
-                for seed in seeds:
-                    _member(trial, job, source, folder / "members" / str(count), seed, log)
-                    count += 1
-            modelfolder.write_ensemble(folder, count, {"ensemble": source})
+            for count, member in enumerate(plan):
+                _member(*member, job, folder / "members" / str(count), log)
+            modelfolder.write_ensemble(folder, len(plan), {"ensemble": source})
         if source["spread"] != 1.0:
             modelfolder.write_spread(folder, source["spread"])
 
 
-def _member(trial: Any, job: Job, source: Dict[str, Any], target: Path, seed: int,
+def _member(trial: Any, seed: int, refit_on: Optional[Path], job: Job, target: Path,
             log: Log) -> None:
-    """One trial's model at `target`, trained with `seed`, as `source["how"]` says."""
+    """At `target`: the trial's hyperparameters trained with `seed` on the whole train
+    channel `refit_on`; without one, the trial's own model (copied when it is on this
+    machine and `seed` is the trial's, else trained again on the trials' data)."""
     from deepar_cli.training import train
 
-    if source["how"] == "copy" and seed == job.seed:
+    if refit_on is None and seed == job.seed and _model_here(trial):
         shutil.copytree(trial.user_attrs["model_dir"], target, dirs_exist_ok=True)
         return
     hp = resolve({**job.static, **trial.user_attrs["hyperparameters"]})
-    train(Path(source["train"]), hp, target, test_channel=None if source["how"] == "refit"
-          else job.test, seed=seed, average_epochs=job.average_epochs, log=log)
+    train(refit_on or job.train, hp, target, test_channel=None if refit_on else job.test,
+          seed=seed, average_epochs=job.average_epochs, log=log)
 
 
 def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channel: Path,
-                  refit: bool) -> Dict[str, Any]:
+                  final_model: str) -> Dict[str, Any]:
     numbers = {"trial": trials[0].number} if len(trials) == 1 else {
         "trials": [t.number for t in trials]}
-    if evaluation == "holdout" and refit:
+    if evaluation == "holdout" and final_model == "refit":
         return {**numbers, "how": "refit", "train": str(train_channel)}
+    if evaluation == "holdout" and final_model == "trials+refit":
+        return {**numbers, "how": "trials+refit", "train": str(train_channel)}
     here = all(_model_here(t) for t in trials)
     return {**numbers, "how": "copy" if here else "retrain", "train": str(job.train),
             "holdout": evaluation == "holdout"}
@@ -809,7 +816,7 @@ def _ensemble(study: Any, job: Job, size: int, log: Log) -> List[Any]:
 class _Final:
     """How the final model is made (tune's options)."""
 
-    refit: bool
+    model: str  # one of FINAL_MODELS
     ensemble: int
     bag: int
     calibrate: bool
@@ -832,7 +839,7 @@ def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_chann
     write_json(hp_path, sagemaker_values({**job.static, **tuned}))
     members = _ensemble(study, job, final.ensemble, log)
     spread = _calibrate(members, job, log) if final.calibrate else 1.0
-    source = {**_model_source(members, job, evaluation, train_channel, final.refit),
+    source = {**_model_source(members, job, evaluation, train_channel, final.model),
               "bag": final.bag, "spread": spread}
     summary_path = output_dir / "tuning.json"
     if _previous_model(summary_path) == source and (output_dir / "model").is_dir():
@@ -873,12 +880,17 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
          strategy: Optional[str] = None, objective: Optional[str] = None,
          max_trials: Optional[int] = None, max_parallel: Optional[int] = None,
          storage: Optional[str] = None, study_name: str = DEFAULT_STUDY_NAME,
-         refit: bool = True, ensemble: int = 1, holdout_windows: int = 1, bag: int = 1,
-         calibrate: bool = True, average_epochs: int = 0, seed: int = DEFAULT_SEED,
+         final_model: str = FINAL_MODELS[0], ensemble: int = 1, holdout_windows: int = 1,
+         bag: int = 1, calibrate: bool = True, average_epochs: int = 0, seed: int = DEFAULT_SEED,
          log: Log = lambda event, figures: None, progress: bool = False) -> TuneResult:
     """`deepar-cli tune`: run (or resume, or join) a study, then write its outputs into
     `output_dir`: trials.csv/json, objective.png, importance.png, and once the study is
     done hyperparameters.json, model/ and tuning.json.
+
+    `final_model` (one of FINAL_MODELS), after a held-out objective: "trials+refit" keeps
+    the chosen trials' own models and adds the best one's hyperparameters trained on the
+    whole train channel, "refit" keeps only that training (one per chosen trial), "trials"
+    only the trials' models; with a test channel the trials' models are the final model.
 
     `ensemble` K > 1: the model mixes the K best trials' forecasts if that scores better on
     the objective than the best trial alone (`forecasting.Ensemble`). Without a test channel,
@@ -895,6 +907,9 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
                                 max_parallel=max_parallel)
     base = tuning_config.resolve_static(config, static, str(hp_file))
     _check_ensemble(ensemble, config)
+    if final_model not in FINAL_MODELS:
+        raise UsageError(f"final_model must be one of {', '.join(FINAL_MODELS)}, got "
+                         f"{final_model!r}")
     if bag < 1:
         raise UsageError(f"bag must be at least 1, got {bag}")
     if holdout_windows < 1 or (holdout_windows > 1 and test_channel is not None):
@@ -939,7 +954,7 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
         result.files += [output_dir / "objective.png", output_dir / "importance.png"]
         if caught is None:
             _finish(study, job, output_dir, evaluation, train_channel,
-                    _Final(refit, ensemble, bag, calibrate), result, log)
+                    _Final(final_model, ensemble, bag, calibrate), result, log)
     return result
 
 
@@ -1041,9 +1056,10 @@ def _coverage_text(figures: Mapping[str, Any]) -> str:
 
 
 def _final_text(figures: Dict[str, Any]) -> str:
-    parts = ([f"{figures['bag']} seeds each, quantiles averaged"] if figures["bag"] > 1
-             else []) + ([f"spread x {figures['spread']:g}"] if figures["spread"] != 1.0
-                         else [])
+    bag = figures["bag"]
+    seeds = f"the refit {bag} seeds" if figures["how"] == "trials+refit" else f"{bag} seeds each"
+    parts = ([f"{seeds}, quantiles averaged"] if bag > 1 else []) + (
+        [f"spread x {figures['spread']:g}"] if figures["spread"] != 1.0 else [])
     return f"; {', '.join(parts)}" if parts else ""
 
 
@@ -1055,6 +1071,9 @@ def _model_text(figures: Dict[str, Any]) -> str:
                      f"whole train channel {figures['train']}",
             "copy": f"an ensemble of the models of {members} (trained on {figures['train']}"
                     + ("; no refit)" if figures.get("holdout") else ")"),
+            "trials+refit": f"the models of {members} (trained without the held-out points) "
+                            f"and trial {figures['trials'][0]}'s hyperparameters trained on "
+                            f"the whole train channel {figures['train']}, quantiles averaged",
             "unchanged": f"the ensemble of {members}, already there",
         }[figures["how"]]
     return {
@@ -1064,5 +1083,8 @@ def _model_text(figures: Dict[str, Any]) -> str:
                 + ("; no refit)" if figures.get("holdout") else ")"),
         "retrain": f"trial {figures['trial']}'s hyperparameters trained again here (its "
                    f"model is on another machine)",
+        "trials+refit": f"trial {figures['trial']}'s model (trained without the held-out "
+                        f"points) and its hyperparameters trained on the whole train channel "
+                        f"{figures['train']}, quantiles averaged",
         "unchanged": f"trial {figures['trial']}'s model, already there",
     }[figures["how"]]
