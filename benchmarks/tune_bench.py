@@ -4,7 +4,7 @@ both scored on the untouched test channel, beside a seasonal-naive forecast.
 
     python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
         [--ensemble 3] [--holdout-windows 1] [--bag 1] [--calibrate] [--average-epochs 0]
-        [--seeds 0,1,2]
+        [--final-model trials+refit] [--seeds 0,1,2]
 
 synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
 default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
@@ -12,8 +12,9 @@ co2 (weekly Mauna Loa CO2, 1958-2001, with gaps) and elnino (monthly Pacific sea
 temperatures, 1950-2010): one real series each from statsmodels' offline data sets
 (pip install 'statsmodels<0.15', which keeps numpy < 1.24), tuned around SageMaker's defaults
 (20 epochs, batches of 32), against those with context_length = prediction_length.
-Each seed is the tune's RandomSeed and every training seed; with `--ensemble K` the single
-best trial (refit, the ensemble's first member) is scored beside the ensemble. Each seed's
+Each seed is the tune's RandomSeed and every training seed; when the model is an ensemble,
+its first member is scored beside it as the single best trial (its own model with
+trials+refit, its refit with refit). Each seed's
 figures go to benchmarks/results/tune_bench-<dataset>-seed<N>.json as it ends (`--reuse`
 skips seeds already there, so seeds can run in parallel processes and be combined), their
 medians to tune_bench-<dataset>.json.
@@ -102,7 +103,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
                          max_parallel=args.parallel, ensemble=args.ensemble,
                          holdout_windows=args.holdout_windows, bag=args.bag,
                          calibrate=args.calibrate, average_epochs=args.average_epochs,
-                         seed=seed, log=Reporter())
+                         final_model=args.final_model, seed=seed, log=Reporter())
     tune_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     train(folder / "train.json", resolve(fixed), folder / "fixed", seed=seed)
@@ -127,12 +128,15 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
 
 def _name(args: argparse.Namespace) -> str:
     """The data set, the holdout windows when more than one, the trials when not 20, the
-    bag when more than one seed, -cal when calibrated, and -aN with epochs averaged."""
+    bag when more than one seed, -cal when calibrated, -aN with epochs averaged, and the
+    final model unless refit (the first results' rule)."""
     windows = f"-w{args.holdout_windows}" if args.holdout_windows > 1 else ""
     trials = f"-t{args.trials}" if args.trials != 20 else ""
     bag = f"-b{args.bag}" if args.bag > 1 else ""
     averaged = f"-a{args.average_epochs}" if args.average_epochs else ""
-    return f"{args.dataset}{windows}{trials}{bag}{'-cal' if args.calibrate else ''}{averaged}"
+    final = "" if args.final_model == "refit" else "-" + args.final_model.replace("+", "-")
+    return (f"{args.dataset}{windows}{trials}{bag}{'-cal' if args.calibrate else ''}"
+            f"{averaged}{final}")
 
 
 COLUMNS = ("tuned", "single_best", "fixed", "seasonal_naive")
@@ -152,6 +156,8 @@ def main() -> None:
                              "as its first results were measured)")
     parser.add_argument("--average-epochs", type=int, default=0,
                         help="tune --average-epochs (the fixed set keeps SageMaker's rule)")
+    parser.add_argument("--final-model", choices=tuning_config.FINAL_MODELS,
+                        default=tuning_config.FINAL_MODELS[0], help="tune --final-model")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
     parser.add_argument("--reuse", action="store_true",
                         help="take the seeds whose result file exists from it")
@@ -171,7 +177,7 @@ def main() -> None:
     report = {"dataset": args.dataset, "trials": args.trials, "ensemble": args.ensemble,
               "holdout_windows": args.holdout_windows, "bag": args.bag,
               "calibrate": args.calibrate, "average_epochs": args.average_epochs,
-              "runs": runs, "median": medians}
+              "final_model": args.final_model, "runs": runs, "median": medians}
     output = results / f"tune_bench-{_name(args)}.json"
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"median of seeds {args.seeds}")
