@@ -1057,7 +1057,7 @@ def _coverage_text(figures: Mapping[str, Any]) -> str:
 
 def _final_text(figures: Dict[str, Any]) -> str:
     bag = figures["bag"]
-    seeds = f"the refit {bag} seeds" if figures["how"] == "trials+refit" else f"{bag} seeds each"
+    seeds = f"{bag} seeds of the refit" if figures["how"] == "trials+refit" else f"{bag} seeds each"
     parts = ([f"{seeds}, quantiles averaged"] if bag > 1 else []) + (
         [f"spread x {figures['spread']:g}"] if figures["spread"] != 1.0 else [])
     return f"; {', '.join(parts)}" if parts else ""
