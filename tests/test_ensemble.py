@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from deepar_cli import evaluation, modelfolder
 from deepar_cli.cli import main
 from deepar_cli.forecasting import Ensemble, _sample_paths, sample_paths, scale_spread
-from deepar_cli.tuning import SPREADS
+from deepar_cli.tuning import SPREADS, describe_event
 
 from helpers import TINY_HP, write_lines
 
@@ -249,6 +249,19 @@ def test_tune_bags_seeds_of_the_best_hyperparameters(tiny_data: SimpleNamespace,
     assert text.exit_code == 0, text.output
     assert (f"model: {out / 'model'} <- trial {best['trial']}'s model, already there; "
             f"2 seeds each, quantiles averaged\n") in text.stdout
+
+
+def test_the_model_line_says_which_trainings_the_bag_repeats() -> None:
+    """With trials+refit only the refit is bagged; with refit, each chosen trial."""
+    base = {"path": "out/model", "train": "train.json", "spread": 0.9}
+    assert describe_event("model", {**base, "trials": [4, 1], "how": "trials+refit",
+                                    "bag": 3}) == (
+        "model: out/model <- the models of trials 4, 1 (trained without the held-out points) "
+        "and trial 4's hyperparameters trained on the whole train channel train.json, "
+        "quantiles averaged; 3 seeds of the refit, quantiles averaged, spread x 0.9")
+    assert describe_event("model", {**base, "trial": 4, "how": "refit", "bag": 2}) == (
+        "model: out/model <- the best hyperparameters (trial 4) trained on the whole train "
+        "channel train.json; 2 seeds each, quantiles averaged, spread x 0.9")
 
 
 @pytest.mark.parametrize("extra, message", [
