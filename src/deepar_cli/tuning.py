@@ -737,10 +737,8 @@ def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channe
                   final_model: str) -> Dict[str, Any]:
     numbers = {"trial": trials[0].number} if len(trials) == 1 else {
         "trials": [t.number for t in trials]}
-    if evaluation == "holdout" and final_model == "refit":
-        return {**numbers, "how": "refit", "train": str(train_channel)}
-    if evaluation == "holdout" and final_model == "trials+refit":
-        return {**numbers, "how": "trials+refit", "train": str(train_channel)}
+    if evaluation == "holdout" and final_model != "trials":  # "refit" or "trials+refit"
+        return {**numbers, "how": final_model, "train": str(train_channel)}
     here = all(_model_here(t) for t in trials)
     return {**numbers, "how": "copy" if here else "retrain", "train": str(job.train),
             "holdout": evaluation == "holdout"}
