@@ -268,7 +268,10 @@ def test_the_model_line_says_which_trainings_the_bag_repeats() -> None:
     (["--ensemble", "4"], "ensemble must be in [1, MaxNumberOfTrainingJobs = 3], got 4"),
     (["--bag", "0"], "Invalid value for '--bag': 0 is not in the range x>=1."),
     (["--final-model", "best"], "Invalid value for '--final-model': 'best' is not one of "
-                                "'trials+refit', 'refit', 'trials'."),
+                                "'trials+refit', 'refit', 'trials', 'selection'."),
+    (["--ensemble", "2", "--final-model", "selection"],
+     "ensemble selection chooses and weighs its own members; leave ensemble at 1 with the "
+     "selection final model"),
     (["--ensemble", "2", "--objective", "train:final_loss"],
      "an ensemble is kept only if it scores better on a test objective; train:final_loss "
      "scores single models (use test:RMSE or test:mean_wQuantileLoss)"),

@@ -116,14 +116,10 @@ def spread_scores(model: Model, source: Source, spreads: Sequence[float], *, see
                   windows: int = 1) -> Dict[float, Dict[str, float]]:
     """`score_channel`'s figures as they would be with each spread (`forecasting.scale_spread`)
     applied to the model's forecasts: forecast once, scale and score for each."""
-    from deepar_cli.forecasting import forecast_class, forecast_held_out, scale_spread
+    from deepar_cli.forecasting import forecast_class, scale_spread
 
     hp = model.hp
-    entries = _test_entries(model, source, " to hold out its last points")
-    drawn = [list(forecast_held_out(model.predictor,
-                                    window_entries(entries, hp.prediction_length, window),
-                                    hp.prediction_length, num_samples=hp.num_eval_samples,
-                                    seed=seed)) for window in range(windows)]
+    drawn = _drawn(model, source, seed=seed, windows=windows)
     forecast = forecast_class()
     scores = {}
     for spread in spreads:
@@ -132,6 +128,31 @@ def spread_scores(model: Model, source: Source, spreads: Sequence[float], *, see
                         hp.test_quantiles)[1] for pairs in drawn]
         scores[spread] = _test_figures(_pooled(items, hp.test_quantiles), hp.test_quantiles)
     return scores
+
+
+def _drawn(model: Model, source: Source, *, seed: int, windows: int
+           ) -> List[List[tuple[Dict[str, Any], Any]]]:
+    """(entry, forecast) of each series' held-out points, a list for each rolling window."""
+    from deepar_cli.forecasting import forecast_held_out
+
+    hp = model.hp
+    entries = _test_entries(model, source, " to hold out its last points")
+    return [list(forecast_held_out(model.predictor,
+                                   window_entries(entries, hp.prediction_length, window),
+                                   hp.prediction_length, num_samples=hp.num_eval_samples,
+                                   seed=seed)) for window in range(windows)]
+
+
+def held_out_paths(model: Model, source: Source, *, seed: int, windows: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's forecasts of `score_channel`'s points, each step's samples sorted,
+    (series x windows, num_eval_samples, prediction_length), and the truth beside,
+    (series x windows, prediction_length)."""
+    pairs = [pair for window in _drawn(model, source, seed=seed, windows=windows)
+             for pair in window]
+    points = model.hp.prediction_length
+    return (np.stack([np.sort(fc.samples, axis=0) for _, fc in pairs]),
+            np.stack([entry["target"][-points:] for entry, _ in pairs]))
 
 
 @dataclass

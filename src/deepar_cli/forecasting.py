@@ -264,7 +264,8 @@ class Ensemble:
 
     Each member draws all `num_samples` paths from its own noise (member 0 what its model
     alone draws). Path i of the ensemble is, at each step, the mean of the members' i-th
-    smallest values, so its quantiles are the members' quantiles averaged: unlike pooling the
+    smallest values (weighted, where tune's ensemble selection weighed them), so its
+    quantiles are the members' quantiles averaged: unlike pooling the
     paths, this does not widen the forecast by the members' disagreement. With two or more
     members the paths are quantile paths, not trajectories. `spread` then scales each step's
     paths about their median (`scale_spread`).
@@ -272,6 +273,8 @@ class Ensemble:
 
     members: Tuple[Any, ...]
     spread: float = 1.0
+    # The members' weights in the average (tune's ensemble selection); None: equal.
+    weights: Optional[Tuple[float, ...]] = None
 
     @property
     def prediction_length(self) -> int:
@@ -279,8 +282,13 @@ class Ensemble:
 
     def combine(self, samples: Sequence[np.ndarray]) -> np.ndarray:
         """One series' paths from each member's, (num_samples, prediction_length)."""
-        paths = samples[0] if len(samples) == 1 else np.sort(np.stack(samples), axis=1).mean(
-            axis=0, dtype=samples[0].dtype)
+        if len(samples) == 1:
+            paths = samples[0]
+        elif self.weights is None:
+            paths = np.sort(np.stack(samples), axis=1).mean(axis=0, dtype=samples[0].dtype)
+        else:
+            paths = np.average(np.sort(np.stack(samples), axis=1), axis=0,
+                               weights=self.weights).astype(samples[0].dtype)
         return scale_spread(paths, self.spread)
 
 

@@ -9,7 +9,8 @@ An ensemble folder (`tune --ensemble K`) holds, instead of `predictor/`, its mem
 model folders `members/0` ... `members/K-1` (best first), listed in model.json's
 "ensemble"; its hyperparameters.json is the first member's. It forecasts by mixing the
 members' quantiles (`forecasting.Ensemble`), through every command. model.json's "spread",
-where tune calibrated the model, scales the forecasts' spread about their median.
+where tune calibrated the model, scales the forecasts' spread about their median; its
+"weights", where tune's ensemble selection chose them, weigh the members in the average.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepar_cli import __version__
 from deepar_cli.atomic import write_json
@@ -74,13 +75,16 @@ def write_summary(folder: Path, summary: Dict[str, Any]) -> None:
     write_json(folder / "training.json", summary)
 
 
-def write_ensemble(folder: Path, count: int, summary: Dict[str, Any]) -> None:
+def write_ensemble(folder: Path, count: int, summary: Dict[str, Any],
+                   weights: Optional[Sequence[float]] = None) -> None:
     """Make `folder`, whose `members/0` ... `members/<count-1>` are model folders (best
-    first), an ensemble folder (the caller makes it atomic)."""
+    first), an ensemble folder (the caller makes it atomic); `weights`, one a member, weigh
+    them in the average (None: equally)."""
     names = [f"members/{k}" for k in range(count)]
     shutil.copy(folder / names[0] / "hyperparameters.json", folder / "hyperparameters.json")
     meta = json.loads((folder / names[0] / "model.json").read_text())
-    write_json(folder / "model.json", {**meta, "ensemble": names})
+    weighed = {} if weights is None else {"weights": list(weights)}
+    write_json(folder / "model.json", {**meta, "ensemble": names, **weighed})
     write_summary(folder, summary)
 
 
@@ -96,6 +100,18 @@ def _spread(meta: Dict[str, Any]) -> float:
             0 < spread < float("inf")):
         raise ValueError(f'"spread" must be a positive number, got {spread!r}')
     return float(spread)
+
+
+def _weights(meta: Dict[str, Any], members: List[str]) -> Optional[Tuple[float, ...]]:
+    weights = meta.get("weights")
+    if weights is None:
+        return None
+    if not (isinstance(weights, list) and len(weights) == len(members) and all(
+            not isinstance(w, bool) and isinstance(w, (int, float)) and 0 < w < float("inf")
+            for w in weights)):
+        raise ValueError(f'"weights" must be a positive number for each of the '
+                         f'{len(members)} members, got {weights!r}')
+    return tuple(float(w) for w in weights)
 
 
 def load(folder: Path, *, accelerated: bool = True) -> Model:
@@ -119,13 +135,14 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
                                         and all(isinstance(m, str) for m in members)):
             raise ValueError('"ensemble" must list the member folders')
         spread = _spread(meta)
+        weights = None if members is None else _weights(meta, members)
     except (ValueError, KeyError, TypeError, HyperparameterError) as exc:
         raise ModelError(f"{folder}: model files are damaged ({exc})") from None
     from deepar_cli.forecasting import Ensemble
 
     if members is not None:
         return Model(folder, Ensemble(_members(folder, members, hp, features, accelerated),
-                              spread), hp, features, summary)
+                                      spread, weights), hp, features, summary)
     if not (folder / "predictor").exists():
         raise ModelError(f"{folder}: not a deepar-cli model folder (predictor is missing)")
     from gluonts.model.predictor import Predictor

@@ -43,7 +43,8 @@ def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
                     if name.startswith("Coverage")]
         return "\n".join(scores + ["coverage (share of the truth below each quantile): "
                                    + ", ".join(coverage)] * bool(coverage))
-    if event in ("tune", "trial", "waiting", "best", "ensemble", "calibration", "model"):
+    if event in ("tune", "trial", "waiting", "best", "ensemble", "selection", "calibration",
+                 "model"):
         from deepar_cli.tuning import describe_event
 
         return describe_event(event, figures)

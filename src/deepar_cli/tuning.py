@@ -713,7 +713,9 @@ def _final_model(trials: Sequence[Any], job: Job, source: Dict[str, Any], output
         else:
             for count, member in enumerate(plan):
                 _member(*member, job, folder / "members" / str(count), log)
-            modelfolder.write_ensemble(folder, len(plan), {"ensemble": source})
+            weights = [w for w in source["weights"] for _ in seeds] if (
+                "weights" in source) else None
+            modelfolder.write_ensemble(folder, len(plan), {"ensemble": source}, weights)
         if source["spread"] != 1.0:
             modelfolder.write_spread(folder, source["spread"])
 
@@ -737,7 +739,7 @@ def _model_source(trials: Sequence[Any], job: Job, evaluation: str, train_channe
                   final_model: str) -> Dict[str, Any]:
     numbers = {"trial": trials[0].number} if len(trials) == 1 else {
         "trials": [t.number for t in trials]}
-    if evaluation == "holdout" and final_model != "trials":  # "refit" or "trials+refit"
+    if evaluation == "holdout" and final_model in ("refit", "trials+refit"):
         return {**numbers, "how": final_model, "train": str(train_channel)}
     here = all(_model_here(t) for t in trials)
     return {**numbers, "how": "copy" if here else "retrain", "train": str(job.train),
@@ -792,15 +794,9 @@ def _ensemble(study: Any, job: Job, size: int, log: Log) -> List[Any]:
                          "trials, with distinct hyperparameters, have their models on this "
                          "machine"})
         return [best]
-    folder = job.trials_dir / "ensemble"
-    with atomic_dir(folder) as tmp:
-        for k, trial in enumerate(members):
-            shutil.copytree(trial.user_attrs["model_dir"], tmp / "members" / str(k))
-        modelfolder.write_ensemble(tmp, len(members), {
-            "ensemble": {"trials": [t.number for t in members]}})
     metric = job.config.objective.split(":", 1)[1]
-    metrics = score_channel(modelfolder.load(folder), job.test, seed=job.seed,
-                            windows=job.windows)
+    metrics = score_channel(modelfolder.load(_trials_ensemble(members, job)), job.test,
+                            seed=job.seed, windows=job.windows)
     value = metrics[metric]
     kept = value < best.value * (1 - ENSEMBLE_MARGIN)
     log("ensemble", {"size": len(members), "trials": [t.number for t in members],
@@ -808,6 +804,55 @@ def _ensemble(study: Any, job: Job, size: int, log: Log) -> List[Any]:
                      "best_value": best.value, "kept": kept,
                      "test_metrics": _finite(metrics)})
     return members if kept else [best]
+
+
+def _trials_ensemble(members: Sequence[Any], job: Job,
+                     weights: Optional[Sequence[int]] = None) -> Path:
+    """The trials' models (on this machine) as one ensemble folder in the trials' folder."""
+    folder = job.trials_dir / "ensemble"
+    with atomic_dir(folder) as tmp:
+        for k, trial in enumerate(members):
+            shutil.copytree(trial.user_attrs["model_dir"], tmp / "members" / str(k))
+        modelfolder.write_ensemble(tmp, len(members), {
+            "ensemble": {"trials": [t.number for t in members]}}, weights)
+    return folder
+
+
+def _selection(study: Any, job: Job, log: Log) -> Tuple[List[Any], Optional[List[int]]]:
+    """Caruana's ensemble selection (`selection.select`) over the complete trials' models on
+    this machine, scored on the objective's test points: the trials chosen, most weight
+    first, and their weights; the best trial alone where there are no such points or
+    models, and where it alone scores best."""
+    from deepar_cli import selection
+    from deepar_cli.evaluation import held_out_paths, score_channel
+
+    complete = sorted(_complete(_study_trials(study)), key=lambda t: (t.value, t.number))
+    here = [t for t in complete if _model_here(t)]
+    reason = ("the objective scores no test points" if job.test is None else
+              None if here else "no trial's model is on this machine")
+    if reason:
+        log("selection", {"reason": reason})
+        return complete[:1], None
+    forecasts, truth, quantiles = [], None, ()
+    for trial in here:
+        model = modelfolder.load(Path(trial.user_attrs["model_dir"]))
+        paths, truth = held_out_paths(model, job.test, seed=job.seed, windows=job.windows)
+        forecasts.append(paths)
+        quantiles = model.hp.test_quantiles
+    metric = job.config.objective.split(":", 1)[1]
+    counts = selection.select(forecasts, truth, metric, quantiles)
+    chosen = sorted((k for k, count in enumerate(counts) if count), key=lambda k: -counts[k])
+    members, weights = [here[k] for k in chosen], [counts[k] for k in chosen]
+    figures: Dict[str, Any] = {"candidates": len(here), "trials": [t.number for t in members],
+                               "weights": weights, "objective": job.config.objective,
+                               "best_value": complete[0].value}
+    if len(members) == 1:
+        log("selection", {**figures, "value": members[0].value})
+        return members, None
+    metrics = score_channel(modelfolder.load(_trials_ensemble(members, job, weights)),
+                            job.test, seed=job.seed, windows=job.windows)
+    log("selection", {**figures, "value": metrics[metric], "test_metrics": _finite(metrics)})
+    return members, weights
 
 
 @dataclass(frozen=True)
@@ -835,10 +880,11 @@ def _finish(study: Any, job: Job, output_dir: Path, evaluation: str, train_chann
                  "stop_reason": result.stop_reason})
     hp_path = output_dir / "hyperparameters.json"
     write_json(hp_path, sagemaker_values({**job.static, **tuned}))
-    members = _ensemble(study, job, final.ensemble, log)
+    members, weights = (_selection(study, job, log) if final.model == "selection" else
+                        (_ensemble(study, job, final.ensemble, log), None))
     spread = _calibrate(members, job, log) if final.calibrate else 1.0
     source = {**_model_source(members, job, evaluation, train_channel, final.model),
-              "bag": final.bag, "spread": spread}
+              **({"weights": weights} if weights else {}), "bag": final.bag, "spread": spread}
     summary_path = output_dir / "tuning.json"
     if _previous_model(summary_path) == source and (output_dir / "model").is_dir():
         log("model", {**source, "how": "unchanged", "path": str(output_dir / "model")})
@@ -888,7 +934,9 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
     `final_model` (one of FINAL_MODELS), after a held-out objective: "trials+refit" keeps
     the chosen trials' own models and adds the best one's hyperparameters trained on the
     whole train channel, "refit" keeps only that training (one per chosen trial), "trials"
-    only the trials' models; with a test channel the trials' models are the final model.
+    only the trials' models, "selection" the trials' models that Caruana's ensemble
+    selection (`selection.select`) weighs on the objective's test points (with a test
+    channel too); with a test channel the others keep the trials' models.
 
     `ensemble` K > 1: the model mixes the K best trials' forecasts if that scores better on
     the objective than the best trial alone (`forecasting.Ensemble`). Without a test channel,
@@ -904,10 +952,10 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
                                 objective=objective, max_trials=max_trials,
                                 max_parallel=max_parallel)
     base = tuning_config.resolve_static(config, static, str(hp_file))
-    _check_ensemble(ensemble, config)
     if final_model not in FINAL_MODELS:
         raise UsageError(f"final_model must be one of {', '.join(FINAL_MODELS)}, got "
                          f"{final_model!r}")
+    _check_ensemble(ensemble, config, final_model)
     if bag < 1:
         raise UsageError(f"bag must be at least 1, got {bag}")
     if holdout_windows < 1 or (holdout_windows > 1 and test_channel is not None):
@@ -956,7 +1004,10 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
     return result
 
 
-def _check_ensemble(size: int, config: TuningConfig) -> None:
+def _check_ensemble(size: int, config: TuningConfig, final_model: str) -> None:
+    if size > 1 and final_model == "selection":
+        raise UsageError("ensemble selection chooses and weighs its own members; leave "
+                         "ensemble at 1 with the selection final model")
     if size < 1 or size > config.trials:
         raise UsageError(f"ensemble must be in [1, MaxNumberOfTrainingJobs = {config.trials}], "
                          f"got {size}")
@@ -1028,6 +1079,8 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
         return (f"ensemble of trials {', '.join(map(str, figures['trials']))}: "
                 f"{figures['objective']} {figures['value']:.6g} against the best trial's "
                 f"{figures['best_value']:.6g}; {verdict}")
+    if event == "selection":
+        return _selection_text(figures)
     if event == "calibration":
         if "reason" in figures:
             return f"calibration: spread 1 ({figures['reason']})"
@@ -1039,6 +1092,16 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
     if event == "model":
         return f"model: {figures['path']} <- {_model_text(figures)}{_final_text(figures)}"
     return None
+
+
+def _selection_text(figures: Dict[str, Any]) -> str:
+    if "reason" in figures:
+        return f"ensemble selection: the best trial alone ({figures['reason']})"
+    chosen = ", ".join(f"{trial} x{weight}" for trial, weight in
+                       zip(figures["trials"], figures["weights"]))
+    return (f"ensemble selection over {figures['candidates']} trials' models: {chosen}: "
+            f"{figures['objective']} {figures['value']:.6g} against the best trial's "
+            f"{figures['best_value']:.6g}")
 
 
 def _held_out_text(figures: Dict[str, Any]) -> str:
@@ -1061,13 +1124,19 @@ def _final_text(figures: Dict[str, Any]) -> str:
     return f"; {', '.join(parts)}" if parts else ""
 
 
+def _weights_text(figures: Dict[str, Any]) -> str:
+    weights = figures.get("weights")
+    return f", weighted {':'.join(map(str, weights))}" if weights else ""
+
+
 def _model_text(figures: Dict[str, Any]) -> str:
     if "trials" in figures:
         members = f"trials {', '.join(map(str, figures['trials']))}"
         return {
             "refit": f"an ensemble of the hyperparameters of {members}, each trained on the "
                      f"whole train channel {figures['train']}",
-            "copy": f"an ensemble of the models of {members} (trained on {figures['train']}"
+            "copy": f"an ensemble of the models of {members}{_weights_text(figures)} "
+                    f"(trained on {figures['train']}"
                     + ("; no refit)" if figures.get("holdout") else ")"),
             "trials+refit": f"the models of {members} (trained without the held-out points) "
                             f"and trial {figures['trials'][0]}'s hyperparameters trained on "
