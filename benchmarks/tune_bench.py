@@ -1,10 +1,10 @@
 """What `deepar-cli tune` buys: a tune without a test channel (its objective held out of the
-train channel, the best refit on all of it), then the tuned model and fixed hyperparameters
+train channel), then the tuned model and fixed hyperparameters
 both scored on the untouched test channel, beside a seasonal-naive forecast.
 
     python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
-        [--ensemble 3] [--holdout-windows 1] [--bag 1] [--calibrate] [--average-epochs 0]
-        [--final-model trials+refit] [--seeds 0,1,2]
+        [--ensemble 1] [--holdout-windows 1] [--bag 1] [--calibrate] [--average-epochs 0]
+        [--final-model selection] [--seeds 0,1,2]
 
 synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
 default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
@@ -14,7 +14,7 @@ temperatures, 1950-2010): one real series each from statsmodels' offline data se
 (20 epochs, batches of 32), against those with context_length = prediction_length.
 Each seed is the tune's RandomSeed and every training seed; when the model is an ensemble,
 its first member is scored beside it as the single best trial (its own model with
-trials+refit, its refit with refit). Each seed's
+trials+refit, its refit with refit; with selection, the most weighed trial). Each seed's
 figures go to benchmarks/results/tune_bench-<dataset>-seed<N>.json as it ends (`--reuse`
 skips seeds already there, so seeds can run in parallel processes and be combined), their
 medians to tune_bench-<dataset>.json.
@@ -147,7 +147,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--ensemble", type=int, default=3)
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="tune --ensemble (the trials+refit results used 3)")
     parser.add_argument("--holdout-windows", type=int, default=1,
                         help="tune --holdout-windows: rolling windows the objective pools")
     parser.add_argument("--bag", type=int, default=1, help="tune --bag: seeds per model")

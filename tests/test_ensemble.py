@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -134,13 +134,17 @@ TUNING = {"Strategy": "Random", "RandomSeed": 7,
               {"Name": "num_cells", "MinValue": "4", "MaxValue": "16"}]}}
 
 
-def tune_args(data: SimpleNamespace, folder: Path, *extra: str) -> List[str]:
+def tune_args(data: SimpleNamespace, folder: Path, *extra: str,
+              final_model: Optional[str] = "trials+refit") -> List[str]:
+    """`tune` on the tiny data with `extra` options; final_model None: the default."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "static.json").write_text(json.dumps(STATIC))
     (folder / "tuning.json").write_text(json.dumps(TUNING))
+    chosen = ["--final-model", final_model] if final_model else []
     return ["tune", "--train", str(data.train), "--hyperparameters",
             str(folder / "static.json"), "--tuning-config", str(folder / "tuning.json"),
-            "--output-dir", str(folder / "out"), "--quiet", "--log-format", "json", *extra]
+            "--output-dir", str(folder / "out"), "--quiet", "--log-format", "json", *chosen,
+            *extra]
 
 
 @pytest.fixture(scope="module")
@@ -268,10 +272,10 @@ def test_the_model_line_says_which_trainings_the_bag_repeats() -> None:
     (["--ensemble", "4"], "ensemble must be in [1, MaxNumberOfTrainingJobs = 3], got 4"),
     (["--bag", "0"], "Invalid value for '--bag': 0 is not in the range x>=1."),
     (["--final-model", "best"], "Invalid value for '--final-model': 'best' is not one of "
-                                "'trials+refit', 'refit', 'trials', 'selection'."),
+                                "'selection', 'trials+refit', 'refit', 'trials'."),
     (["--ensemble", "2", "--final-model", "selection"],
-     "ensemble selection chooses and weighs its own members; leave ensemble at 1 with the "
-     "selection final model"),
+     "ensemble selection (the default final model) chooses and weighs its own members; to mix "
+     "the K best trials instead, choose the final model trials+refit, refit or trials"),
     (["--ensemble", "2", "--objective", "train:final_loss"],
      "an ensemble is kept only if it scores better on a test objective; train:final_loss "
      "scores single models (use test:RMSE or test:mean_wQuantileLoss)"),

@@ -88,10 +88,9 @@ def test_bad_weights_are_a_model_error(tiny_ensemble: SimpleNamespace, tmp_path:
                            f"members, got {weights!r})")
 
 
-def test_tune_selects_and_weighs_the_trials_models(tiny_data: SimpleNamespace,
+def test_tune_by_default_selects_and_weighs_the_trials_models(tiny_data: SimpleNamespace,
                                                    tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, tune_args(tiny_data, tmp_path, "--final-model",
-                                                "selection"))
+    result = CliRunner().invoke(main, tune_args(tiny_data, tmp_path, final_model=None))
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]
     out = tmp_path / "out"

@@ -71,7 +71,7 @@ def tune_args(data: Any, folder: Path, tuning: Optional[Dict[str, Any]] = None,
     args = ["tune", "--train", str(data.train), "--output-dir", str(folder / "out"),
             "--hyperparameters", str(write_json(folder / "static.json", static or STATIC)),
             "--tuning-config", str(write_json(folder / "tuning.json", tuning or config())),
-            "--quiet"]
+            "--quiet", "--final-model", "trials+refit"]
     return args + (["--test", str(data.test)] if test else [])
 
 

@@ -503,11 +503,11 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--study-name", default="deepar-cli-tune", show_default=True)
 @click.option("--final-model", type=click.Choice(FINAL_MODELS), default=FINAL_MODELS[0],
               show_default=True,
-              help="After a held-out objective, the model keeps the chosen trials' own "
-                   "models and adds the best hyperparameters trained once more on the whole "
-                   "train channel (trials+refit), or keeps only that training (refit), or "
-                   "only the trials' models (trials), or the trials' models that Caruana's "
-                   "ensemble selection weighs on the objective's points (selection).")
+              help="The model is the trials' models that Caruana's ensemble selection weighs "
+                   "on the objective's points (selection); or, after a held-out objective, "
+                   "the chosen trials' own models and the best hyperparameters trained once "
+                   "more on the whole train channel (trials+refit), only that training "
+                   "(refit), or only the trials' models (trials).")
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="K", help="Mix the K best trials' forecasts into one model, if that "
                                 "scores better on the objective than the best trial alone.")

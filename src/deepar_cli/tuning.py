@@ -1006,8 +1006,9 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
 
 def _check_ensemble(size: int, config: TuningConfig, final_model: str) -> None:
     if size > 1 and final_model == "selection":
-        raise UsageError("ensemble selection chooses and weighs its own members; leave "
-                         "ensemble at 1 with the selection final model")
+        raise UsageError("ensemble selection (the default final model) chooses and weighs "
+                         "its own members; to mix the K best trials instead, choose the final "
+                         "model trials+refit, refit or trials")
     if size < 1 or size > config.trials:
         raise UsageError(f"ensemble must be in [1, MaxNumberOfTrainingJobs = {config.trials}], "
                          f"got {size}")

@@ -29,11 +29,12 @@ from deepar_cli.hyperparameters import SCHEMA, Hyperparameters, read_file, resol
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 OBJECTIVES = ("test:mean_wQuantileLoss", "test:RMSE", "train:final_loss")
 SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
-# What DIR/model holds after a held-out objective: the chosen trials' own models (validated
-# on the held-out points) and the best trial's hyperparameters trained on the whole channel,
-# quantiles averaged; only the refit(s); only the trials' models; or the trials' models that
-# Caruana's ensemble selection weighs on the objective's test points.
-FINAL_MODELS = ("trials+refit", "refit", "trials", "selection")
+# What DIR/model holds: the trials' models that Caruana's ensemble selection weighs on the
+# objective's test points (the default: the best final model on the benchmark); after a
+# held-out objective, the chosen trials' own models and the best trial's hyperparameters
+# trained on the whole channel, quantiles averaged; only the refit(s); or only the trials'
+# models.
+FINAL_MODELS = ("selection", "trials+refit", "refit", "trials")
 DEFAULT_MAX_TRIALS = 20
 DEFAULTS_SOURCE = "the default ranges"
 # SageMaker's tunable DeepAR hyperparameters and the range each takes (any of them may also
