@@ -509,8 +509,9 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
                    "more on the whole train channel (trials+refit), only that training "
                    "(refit), or only the trials' models (trials).")
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
-              metavar="K", help="Mix the K best trials' forecasts into one model, if that "
-                                "scores better on the objective than the best trial alone.")
+              metavar="K", help="With --final-model trials+refit, refit or trials: mix the "
+                                "K best trials' forecasts into one model, if that scores "
+                                "better on the objective than the best trial alone.")
 @click.option("--holdout-windows", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="W", help="Without --test: hold out the last W x prediction_length "
                                 "points and score the objective on those W rolling windows.")
