@@ -45,16 +45,20 @@ def sample_quantiles(samples: np.ndarray, levels: Sequence[float]) -> np.ndarray
     Each level is computed on its own from the sorted samples, so a level's values do not
     depend on which other levels are asked for.
     """
-    ordered = np.sort(samples, axis=0)
+    return sorted_quantiles(np.sort(samples, axis=0), levels)
+
+
+def sorted_quantiles(ordered: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """`sample_quantiles` of samples already sorted along axis 0 (any trailing shape)."""
     last = ordered.shape[0] - 1
     rows = []
     for level in levels:
         position = float(level) * last
         low = int(np.floor(position))
         high = min(low + 1, last)
-        fraction = samples.dtype.type(position - low)
+        fraction = ordered.dtype.type(position - low)
         rows.append(ordered[low] + (ordered[high] - ordered[low]) * fraction)
-    return np.stack(rows) if rows else np.empty((0, samples.shape[1]), samples.dtype)
+    return np.stack(rows) if rows else np.empty((0, *ordered.shape[1:]), ordered.dtype)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from deepar_cli.forecasting import sample_quantiles
+from deepar_cli.forecasting import sorted_quantiles
 
 # AutoGluon's default is 100 rounds over hundreds of models; with a tune's 20 or so trials
 # the chosen weights settle well before 25.
@@ -23,12 +23,12 @@ METRICS = ("mean_wQuantileLoss", "RMSE")
 def score(paths: np.ndarray, truth: np.ndarray, metric: str,
           quantiles: Sequence[float]) -> float:
     """The GluonTS Evaluator's aggregate `metric` ("RMSE" or "mean_wQuantileLoss" over
-    `quantiles`), as `evaluation` scores forecasts, of paths (series, samples, steps)
-    against truth (series, steps)."""
+    `quantiles`), as `evaluation` scores forecasts, of paths (series, samples, steps), each
+    step's samples sorted, against truth (series, steps)."""
     if metric == "RMSE":
         return float(np.sqrt(np.mean((paths.mean(axis=1) - truth) ** 2)))
     levels = np.asarray(quantiles)[:, None, None]
-    predicted = sample_quantiles(np.moveaxis(paths, 1, 0), quantiles)  # (quantiles, series, steps)
+    predicted = sorted_quantiles(np.moveaxis(paths, 1, 0), quantiles)  # (quantiles, series, steps)
     losses = 2 * np.abs((truth - predicted) * ((truth <= predicted) - levels)).sum(axis=(1, 2))
     return float(np.mean(losses / np.abs(truth).sum()))
 
