@@ -305,8 +305,8 @@ def test_a_broken_model_exits_66(trained: SimpleNamespace, tiny_data: SimpleName
     result = run("predict", "--model-dir", str(broken), "--input", str(tiny_data.train),
                  "--output", str(tmp_path / "out.jsonl"))
     assert result.exit_code == 66
-    assert result.output == (f"Error: {broken}: not a deepar-cli model folder (predictor is "
-                             "missing)\n")
+    assert result.output == (f"Error: {broken}: not a deepar-cli model folder (predictor/"
+                             "prediction_net-0000.params is missing)\n")
 
 
 def test_bad_hyperparameters_exit_78(tiny_data: SimpleNamespace, tmp_path: Path) -> None:

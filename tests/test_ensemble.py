@@ -122,7 +122,8 @@ def test_a_broken_member_is_a_model_error(tiny_ensemble: SimpleNamespace,
     shutil.copytree(tiny_ensemble.dir, folder)
     shutil.rmtree(folder / "members" / "1" / "predictor")
     assert_predict_refused(folder, tiny_ensemble.train, tmp_path, f"{folder / 'members' / '1'}: "
-                           f"not a deepar-cli model folder (predictor is missing)")
+                           "not a deepar-cli model folder (predictor/prediction_net-0000.params is "
+                           "missing)")
 
 
 # ------------------------------------------------------------------ tune --ensemble

@@ -1,6 +1,7 @@
 """The model folder: a serialized GluonTS predictor plus what deepar-cli knows about it.
 
-    predictor/            GluonTS `Predictor.serialize` output (loadable by plain GluonTS)
+    predictor/            GluonTS `Predictor.serialize` output (loadable by plain GluonTS);
+                          deepar-cli reads only its weights, prediction_net-0000.params
     hyperparameters.json  the resolved SageMaker hyperparameters
     model.json            features used (cardinality, num_dynamic_feat) and library versions
     training.json         dataset statistics, loss per epoch, final loss, test metrics
@@ -11,6 +12,9 @@ model folders `members/0` ... `members/K-1` (best first), listed in model.json's
 members' quantiles (`forecasting.Ensemble`), through every command. model.json's "spread",
 where tune calibrated the model, scales the forecasts' spread about their median; its
 "weights", where tune's ensemble selection chose them, weigh the members in the average.
+
+A model folder is data, safe to load from anyone: JSON read as values, never decoded into
+objects, and MXNet's NDArray weights. Members lie inside their ensemble's folder.
 """
 
 from __future__ import annotations
@@ -114,11 +118,42 @@ def _weights(meta: Dict[str, Any], members: List[str]) -> Optional[Tuple[float, 
     return tuple(float(w) for w in weights)
 
 
+WEIGHTS = Path("predictor") / "prediction_net-0000.params"
+
+
+def _features(meta: Dict[str, Any]) -> Features:
+    cardinality, dynamic = meta["cardinality"], meta["num_dynamic_feat"]
+    if cardinality is not None and not (isinstance(cardinality, list) and cardinality and all(
+            _count(c) and c > 0 for c in cardinality)):
+        raise ValueError(f'"cardinality" must be null or a list of positive integers, got '
+                         f"{cardinality!r}")
+    if not (_count(dynamic) and dynamic >= 0):
+        raise ValueError(f'"num_dynamic_feat" must be a non-negative integer, got {dynamic!r}')
+    return Features(cardinality, dynamic)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _inside(folder: Path, name: str, what: str) -> Path:
+    """`folder / name`, resolved, if it lies strictly inside `folder` (links followed)."""
+    root, path = folder.resolve(), (folder / name).resolve()
+    if root not in path.parents:
+        raise ModelError(f"{folder}: {what} {name!r} lies outside the model folder")
+    return path
+
+
 def load(folder: Path, *, accelerated: bool = True) -> Model:
     """Load a model folder, or raise ModelError naming what is missing or broken.
 
+    A model folder is data: the network is rebuilt from hyperparameters.json and
+    model.json, and only its weights are read from the folder (an MXNet NDArray file).
+    Nothing the folder names is imported or called; GluonTS's own files in `predictor/`
+    are written for plain GluonTS and never read here.
+
     `accelerated` swaps in deepar_cli.acceleration's sampling network (same parameters,
-    same forecasts, several times faster); False keeps GluonTS's as deserialized.
+    same forecasts, several times faster); False keeps GluonTS's own.
     """
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder (train one with `deepar-cli train`)")
@@ -129,7 +164,7 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         hp = resolve(json.loads((folder / "hyperparameters.json").read_text()))
         meta = json.loads((folder / "model.json").read_text())
         summary = json.loads((folder / "training.json").read_text())
-        features = Features(meta["cardinality"], int(meta["num_dynamic_feat"]))
+        features = _features(meta)
         members = meta.get("ensemble")
         if members is not None and not (isinstance(members, list) and members
                                         and all(isinstance(m, str) for m in members)):
@@ -143,14 +178,19 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
     if members is not None:
         return Model(folder, Ensemble(_members(folder, members, hp, features, accelerated),
                                       spread, weights), hp, features, summary)
-    if not (folder / "predictor").exists():
-        raise ModelError(f"{folder}: not a deepar-cli model folder (predictor is missing)")
-    from gluonts.model.predictor import Predictor
+    if not (folder / WEIGHTS).exists():
+        raise ModelError(f"{folder}: not a deepar-cli model folder ({WEIGHTS} is missing)")
+    from deepar_cli.training import rebuild_predictor
 
     try:
-        predictor = Predictor.deserialize(folder / "predictor")
-    except Exception as exc:  # GluonTS raises many kinds for a bad folder
-        raise ModelError(f"{folder}: the GluonTS predictor cannot be loaded ({exc})") from None
+        predictor = rebuild_predictor(_inside(folder, str(WEIGHTS), "the weights file"), hp,
+                                      features)
+    except ModelError:
+        raise
+    except Exception as exc:  # MXNet raises several kinds for a file that does not fit
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{folder}: the weights in {WEIGHTS} cannot be loaded "
+                         f"({reason})") from None
     if accelerated:
         from deepar_cli.acceleration import accelerate
 
@@ -162,11 +202,16 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
 
 def _members(folder: Path, names: List[str], hp: Hyperparameters, features: Features,
              accelerated: bool) -> Tuple[Any, ...]:
-    """The members of an ensemble folder, checked to forecast the same thing."""
+    """The members of an ensemble folder, each a folder inside it, listed once, and checked
+    to forecast the same thing."""
     from deepar_cli.forecasting import Ensemble
 
-    members = []
+    members, seen = [], set()
     for name in names:
+        path = _inside(folder, name, "ensemble member")
+        if path in seen:
+            raise ModelError(f"{folder}: ensemble member {name!r} is listed twice")
+        seen.add(path)
         member = load(folder / name, accelerated=accelerated)
         if isinstance(member.predictor, Ensemble):
             raise ModelError(f"{folder / name}: an ensemble member cannot be an ensemble "

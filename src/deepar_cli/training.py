@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,29 @@ def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
             callbacks=callbacks,
         ),
     )
+
+
+class _SavedWeights:
+    """Stands in for the trained network in GluonTS's `create_predictor`, which copies the
+    trained network's weights by saving them to a file and loading that file: here the
+    file is the model folder's, so the prediction network is GluonTS's own, rebuilt from
+    the hyperparameters, and only its weights come from the folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save_parameters(self, target: str) -> None:
+        shutil.copyfile(self.path, target)
+
+
+def rebuild_predictor(weights: Path, hp: Hyperparameters, features: Features) -> Any:
+    """The predictor `train` saved, rebuilt from its hyperparameters and features with the
+    weights read from `weights` (an MXNet NDArray file, which holds data only): nothing
+    the model folder names is imported or called. Raises what MXNet raises for a weights
+    file that does not fit the network."""
+    estimator = build_estimator(hp, features, 1, [], rnn="gluonts")
+    return estimator.create_predictor(estimator.create_transformation(),
+                                      _SavedWeights(weights))
 
 
 def _weight_averaging(average_epochs: int) -> List[Any]:
