@@ -269,8 +269,7 @@ def test_same_seed_same_run(tiny_data, tiny_model, tmp_path):
 
 def test_retraining_replaces_the_model_folder(tiny_data, tiny_hp, tmp_path, seed):
     model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    (model_dir / "stale.txt").write_text("old")
+    (model_dir / "members" / "0").mkdir(parents=True)  # an earlier ensemble's, replaced whole
     training.train(tiny_data.train, resolve(tiny_hp), model_dir, seed=seed)
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "hyperparameters.json", "model.json", "predictor", "training.json"]

@@ -13,9 +13,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import AbstractSet, Any, Iterable, Iterator
 
-from deepar_cli.errors import OutputError
+from deepar_cli.errors import OutputError, UsageError
 
 # mkstemp/mkdtemp create private (0600/0700) entries; finished outputs get the usual modes.
 _UMASK = os.umask(0)
@@ -67,6 +67,45 @@ def prepare_dir(path: Path) -> None:
             return
 
 
+def prepare_file(path: Path) -> None:
+    """Check, creating nothing, that `atomic_file(path)` can place its result: `path` is not
+    a folder, and `prepare_dir` holds for its folder. Lets long work fail before it starts."""
+    if path.is_dir():
+        raise OutputError(f"{path}: cannot be written (it is a folder)")
+    prepare_dir(path.parent)
+
+
+def refuse_overlap(output: Path, inputs: Iterable[Any], option: str, *,
+                   replaced: bool) -> None:
+    """UsageError if the output `option` names is one of the `inputs` paths or lies inside
+    one; with `replaced` (the output replaces its path whole) also if it holds one. Inputs
+    that are not paths (None, "-", datasets) are skipped."""
+    target = output.resolve()
+    for source in inputs:
+        if not isinstance(source, (str, os.PathLike)) or str(source) == "-":
+            continue
+        place = Path(source).resolve()
+        relation = "is" if target == place else "lies inside" if place in target.parents \
+            else "holds" if replaced and target in place.parents else None
+        if relation:
+            raise UsageError(f"{option} {output} {relation} the input {source}; write the "
+                             "output somewhere else")
+
+
+def refuse_foreign_dir(path: Path, entries: AbstractSet[str], kind: str) -> None:
+    """OutputError if `path` is a folder that holds anything but the `entries` deepar-cli
+    writes into a `kind` (and its own temporary `.NAME.*.tmp` files): a command that
+    replaces or writes into such a folder never destroys what it did not write."""
+    if not path.is_dir():
+        return
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        if not (name in entries or name.endswith(".tmp") and any(
+                name.startswith(f".{known}.") for known in entries)):
+            raise OutputError(f"{path}: exists and is not a deepar-cli {kind} (it holds "
+                              f"{name}); give a new or empty folder")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
@@ -81,8 +120,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o777 & ~_UMASK)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # A name of our own for the replaced folder, never one a user's file may have.
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp",
+                                        dir=path.parent))
             os.replace(path, old)
             os.replace(tmp_path, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -54,10 +54,14 @@ def plan(input_path: Path, output_path: Path) -> List[Job]:
     """The jobs of a batch transform: the file itself, or each data file of a folder
     (sorted, hidden names and `_SUCCESS` skipped, as for channels) with its `.out` file
     under `output_path`. Raises UsageError, DataError or OutputError before any work."""
-    from deepar_cli.atomic import prepare_dir
+    from deepar_cli.atomic import prepare_dir, prepare_file, refuse_overlap
     from deepar_cli.channels import channel_files
 
+    if str(output_path) != "-":
+        refuse_overlap(output_path, [input_path], "--output", replaced=False)
     if str(input_path) == "-" or not input_path.is_dir():
+        if str(output_path) != "-":
+            prepare_file(output_path)
         return [Job(str(input_path), str(output_path))]
     if str(output_path) == "-":
         raise UsageError(f"{input_path} is a folder: --output must be a folder too (one "

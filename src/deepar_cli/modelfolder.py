@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepar_cli import __version__
-from deepar_cli.atomic import write_json
+from deepar_cli.atomic import prepare_dir, refuse_foreign_dir, refuse_overlap, write_json
 from deepar_cli.dataset import Features
 from deepar_cli.errors import HyperparameterError, ModelError
 from deepar_cli.hyperparameters import Hyperparameters, resolve
 
 FORMAT_VERSION = 1
 FILES = ("hyperparameters.json", "model.json", "training.json")
+# Everything deepar-cli writes into a model folder (evaluate's default output included).
+ENTRIES = frozenset({*FILES, "predictor", "members", "evaluation"})
 
 
 @dataclass
@@ -56,6 +58,15 @@ def _versions() -> Dict[str, str]:
 
     return {"deepar_cli": __version__, "gluonts": gluonts.__version__,
             "mxnet": mxnet.__version__, "python": platform.python_version()}
+
+
+def prepare(folder: Path, inputs: Sequence[Any]) -> None:
+    """Check, before any work, that a model folder may be written at `folder`: it is not,
+    holds no and lies in no input channel, and it is new, empty or a model folder, so
+    replacing it loses nothing deepar-cli did not write. Raises UsageError or OutputError."""
+    refuse_overlap(folder, inputs, "--model-dir", replaced=True)
+    refuse_foreign_dir(folder, ENTRIES, "model folder")
+    prepare_dir(folder)
 
 
 def write(folder: Path, predictor: Any, hp: Hyperparameters, features: Features,

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 
 from deepar_cli import modelfolder
-from deepar_cli.atomic import atomic_dir, prepare_dir
+from deepar_cli.atomic import atomic_dir
 from deepar_cli.dataset import (
     Features,
     Source,
@@ -201,7 +201,7 @@ def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
     """
     from deepar_cli import evaluation
 
-    prepare_dir(model_dir)  # fail before training, not after it
+    modelfolder.prepare(model_dir, [train_channel, test_channel])  # before any work
     records, train_stats = read_with_stats(train_channel)
     log("dataset", {"channel": "train", **train_stats.as_dict()})
     check_likelihood_domain(hp, train_stats, train_channel)

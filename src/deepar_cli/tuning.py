@@ -34,7 +34,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import optuna
 
 from deepar_cli import modelfolder, tuning_config
-from deepar_cli.atomic import atomic_dir, atomic_file, make_output_dir, write_json
+from deepar_cli.atomic import (atomic_dir, atomic_file, make_output_dir, refuse_foreign_dir,
+                               refuse_overlap, write_json)
 from deepar_cli.channels import write_records
 from deepar_cli.errors import DataError, DeepARCliError, HyperparameterError, UsageError
 from deepar_cli.hyperparameters import Hyperparameters, read_file, resolve
@@ -45,6 +46,10 @@ from deepar_cli.tuning_config import FINAL_MODELS, ParameterRange, TuningConfig,
 
 DEFAULT_STUDY_NAME = "deepar-cli-tune"
 STUDY_FILE = "study.db"
+# Everything tune writes into its output folder (SQLite's side files included).
+OUTPUTS = frozenset({STUDY_FILE, *(f"{STUDY_FILE}-{side}" for side in ("journal", "wal", "shm")),
+                     "holdout", "trials", "trials.csv", "trials.json", "objective.png",
+                     "importance.png", "hyperparameters.json", "model", "tuning.json"})
 # A running trial writes a heartbeat; one silent for GRACE_S (its machine died) is failed,
 # and its slot in MaxNumberOfTrainingJobs is free again.
 HEARTBEAT_S = 20
@@ -961,6 +966,9 @@ def tune(train_channel: Path, hp_file: Path, output_dir: Path, *,
     if holdout_windows < 1 or (holdout_windows > 1 and test_channel is not None):
         raise UsageError(f"holdout_windows must be at least 1, and 1 with a test channel "
                          f"(the objective is then the test channel's), got {holdout_windows}")
+    refuse_overlap(output_dir, [train_channel, test_channel, hp_file, config_file],
+                   "--output-dir", replaced=True)
+    refuse_foreign_dir(output_dir, OUTPUTS, "tune folder")
     trial_train, trial_test, evaluation, shape, held_out = _channels(
         train_channel, test_channel, base, config, output_dir, holdout_windows, log)
     windows = holdout_windows if evaluation == "holdout" else 1
