@@ -10,6 +10,11 @@ Parsing is h11's (a pure-Python HTTP/1.1 state machine); the bounds are ours:
 - the line and headers may hold `MAX_HEADER_BYTES` and `MAX_HEADERS` fields (else 431),
   and must parse (else 400); a body must fit `max_body`: a larger Content-Length gets 413
   before any of the body is read, a chunked body is cut at the limit as it streams;
+- a request whose body's length is ambiguous (RFC 9112 6.1 and 6.3: Content-Length with
+  Transfer-Encoding, Content-Lengths that differ, an invalid one, Transfer-Encoding in
+  HTTP/1.0) gets 400, and the connection is closed after it, as after any request h11
+  cannot parse: where its body ends, and so where a next request would begin, is a guess
+  that a proxy in front may have made differently (request smuggling);
 - past `max_connections` open connections, a new one gets 503 with Retry-After at once; a
   request finding `max_queue` requests already queued gets 503 at once, before its body is
   read; request bodies held in memory (being read or queued) never exceed `max_buffer`
@@ -17,7 +22,9 @@ Parsing is h11's (a pure-Python HTTP/1.1 state machine); the bounds are ours:
   many clients send large bodies;
 - `/ping` and `/execution-parameters` are answered here, from the pool's state: they never
   wait for a forecast. Only complete, size-checked bodies of `POST /invocations` with a
-  usable Content-Type and Accept go to the `WorkerPool`.
+  usable Content-Type and Accept go to the `WorkerPool`. While one waits for its answer
+  the connection is watched: a client that hangs up has its request dropped from the
+  queue (or, if a worker has it, its answer discarded).
 
 A refusal sent before its request's body was read closes the connection, after reading
 (and discarding) what the client still sends for up to `LINGER_S`, so that it reads the
@@ -43,6 +50,7 @@ from deepar_cli.server import (
     error_body,
     execution_parameters,
     formats,
+    framing,
     headers_too_large,
     malformed,
     overloaded,
@@ -197,6 +205,7 @@ class Connection:
         if len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers) \
                 > MAX_HEADER_BYTES:
             raise headers_too_large()
+        framing(request.http_version, [name for name, _ in request.headers])
         route(self.method, self.path)
         if self.path == "/ping":
             return 200, JSON, ping(self.front.pool.ready > 0), []
@@ -217,7 +226,13 @@ class Connection:
             await self.send([self.h11.send(h11.InformationalResponse(status_code=100, headers=[]))])
         loop = asyncio.get_running_loop()
         body = await self.body(loop.time() + self.settings.read_timeout)
-        reply = await self.front.pool.submit(request_format, answer_format, body)
+        gone = asyncio.ensure_future(self.hang_up())
+        try:
+            reply = await self.front.pool.submit(request_format, answer_format, body, gone)
+        finally:
+            gone.cancel()
+        if reply is None:
+            raise ConnectionAbortedError("the client closed the connection before its answer")
         if reply.error is not None:
             self.log_refusal(reply.status, reply.error)
         return reply.status, reply.content_type, reply.body, []
@@ -239,6 +254,18 @@ class Connection:
                 return body
             else:  # ConnectionClosed
                 raise ConnectionResetError("the client closed the connection mid-request")
+
+    async def hang_up(self) -> None:
+        """Return once the client has closed the connection (or reset it). Bytes it sends
+        first (a pipelined request) go to h11 for later, and end the watch: reading on
+        would buffer however much a pipelining client sends."""
+        try:
+            data = await self.reader.read(READ_CHUNK)
+        except OSError:
+            return
+        if data:
+            self.h11.receive_data(data)
+            await asyncio.get_running_loop().create_future()  # the client is there: never
 
     def hold(self, size: int) -> None:
         """Count `size` bytes of this request's body against the memory budget."""
@@ -267,9 +294,8 @@ class Connection:
 
     async def answer_error(self, error: HTTPError) -> bool:
         self.log_refusal(error.status, error.message)
-        # A client too slow or whose headers overflow does not get to send another request.
         return await self.respond(error.status, JSON, error_body(error.message), error.headers,
-                                  close=error.status in (408, 431))
+                                  close=error.close)
 
     def log_refusal(self, status: int, message: str) -> None:
         if status in (500, 504):

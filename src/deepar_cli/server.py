@@ -46,12 +46,15 @@ Headers = List[Tuple[str, str]]
 class HTTPError(Exception):
     """A request the endpoint refuses: status code and the message for `{"error": ...}`."""
 
-    def __init__(self, status: int, message: str, headers: Iterable[Tuple[str, str]] = ()
-                 ) -> None:
+    def __init__(self, status: int, message: str, headers: Iterable[Tuple[str, str]] = (),
+                 close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = list(headers)
+        # The connection closes after the answer: a client too slow or whose headers
+        # overflow, or a request whose end is unknown, must not be followed by another.
+        self.close = close
 
 
 @dataclass(frozen=True)
@@ -134,28 +137,46 @@ def request_timeout(seconds: float) -> HTTPError:
 
 def read_timeout(seconds: float) -> HTTPError:
     return HTTPError(408, f"the request did not arrive within the server's read timeout of "
-                          f"{seconds:g} s")
+                          f"{seconds:g} s", close=True)
 
 
 def malformed(in_body: bool, hint: int) -> HTTPError:
-    """A request HTTP/1.1 cannot parse: `hint` is the parser's suggested status."""
+    """A request HTTP/1.1 cannot parse: `hint` is the parser's suggested status. The
+    connection closes after it: where the request ends is not known."""
     if in_body:
-        return HTTPError(400, "malformed chunked request body")
+        return HTTPError(400, "malformed chunked request body", close=True)
     if hint == 431:
         return headers_too_large()
     if hint == 501:
         return HTTPError(501, "unsupported Transfer-Encoding; send the body with "
-                              "Content-Length or chunked")
-    return HTTPError(400, "malformed HTTP request line or headers")
+                              "Content-Length or chunked", close=True)
+    return HTTPError(400, "malformed HTTP request line or headers", close=True)
 
 
 def headers_too_large() -> HTTPError:
     return HTTPError(431, f"the request line and headers are larger than the server's "
-                          f"limit of {MAX_HEADER_BYTES // 1024} KB")
+                          f"limit of {MAX_HEADER_BYTES // 1024} KB", close=True)
 
 
 def too_many_headers() -> HTTPError:
-    return HTTPError(431, f"the request has more than {MAX_HEADERS} header fields")
+    return HTTPError(431, f"the request has more than {MAX_HEADERS} header fields", close=True)
+
+
+def framing(http_version: bytes, names: Iterable[bytes]) -> None:
+    """400, closing the connection, for a request whose body's end is ambiguous and that
+    h11 does not refuse itself (RFC 9112 6.1): Transfer-Encoding with Content-Length (h11
+    follows the Transfer-Encoding; a proxy in front may have followed the length), or in
+    an HTTP/1.0 request. h11 refuses Content-Lengths that differ or do not parse."""
+    present = set(names)  # h11 gives them lower-case
+    if b"transfer-encoding" not in present:
+        return
+    if b"content-length" in present:
+        raise HTTPError(400, "the request has both Content-Length and Transfer-Encoding, "
+                             "so where its body ends is ambiguous; send one of them",
+                        close=True)
+    if http_version == b"1.0":
+        raise HTTPError(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request; "
+                             "send Content-Length", close=True)
 
 
 def forecast(model: Any, settings: Settings, request_format: str, answer_format: str,

@@ -5,7 +5,9 @@ fresh interpreter (`python -m deepar_cli.worker`: spawned, never forked from a p
 that holds MXNet) and in its own session, so a Ctrl-C reaches only the front, which
 stops them in order. Complete request bodies wait in one queue (at most
 `settings.max_queue`; past it, 503 at once); each process takes the next one when it is
-free. A request may wait `settings.timeout` seconds in the queue, and then take as long
+free. A request whose client hangs up leaves the queue at once (no worker spends time on
+it, and its place is free for the next); if a worker already has it, its answer is
+dropped. A request may wait `settings.timeout` seconds in the queue, and then take as long
 on a worker; past either the client gets 504, and past the second the process is killed
 and replaced (a process stuck in MXNet's C code cannot be interrupted any other way). The
 two are apart so that a long queue never gets a worker killed over time it did not use.
@@ -19,8 +21,10 @@ import asyncio
 import logging
 import pickle
 import sys
+from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, List, Tuple, Union, cast
+from typing import Any, Deque, List, Optional, Tuple, Union, cast
 
 from deepar_cli.errors import ModelError
 from deepar_cli.server import HTTPError, Settings, overloaded, request_timeout
@@ -30,7 +34,7 @@ log = logging.getLogger("deepar_cli.serve")
 STOP_S = 10  # a worker asked to stop (stdin closed) is killed after this
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes a job by `is`
 class Job:
     formats: Tuple[str, str]  # the request's, the answer's
     body: bytearray
@@ -105,8 +109,10 @@ class WorkerPool:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.queue: "asyncio.Queue[Job]" = asyncio.Queue()
-        self.waiting = 0  # jobs in the queue whose client still waits
+        # Jobs no worker has taken yet, each with a client that still waits; `arrived` is
+        # set when one is added (and cleared by an idle slot that finds the queue empty).
+        self.queue: Deque[Job] = deque()
+        self.arrived = asyncio.Event()
         self.ready = 0  # processes with the model loaded
         # Set when the endpoint cannot go on: a worker could not load the model (ModelError)
         # or a bug here.
@@ -120,27 +126,46 @@ class WorkerPool:
 
     def check_room(self) -> None:
         """503 at once if the queue is full (called before a body is read, and after)."""
-        if self.waiting >= self.settings.max_queue:
+        if len(self.queue) >= self.settings.max_queue:
             raise overloaded(f"{self.settings.max_queue} queued requests")
 
-    async def submit(self, request_format: str, answer_format: str, body: bytearray
-                     ) -> Reply:
-        """Queue a request and wait for its answer: a worker's, or 504 at the deadline."""
+    async def submit(self, request_format: str, answer_format: str, body: bytearray,
+                     gone: "asyncio.Future[None]") -> Optional[Reply]:
+        """Queue a request and wait for its answer: a worker's, 504 at the deadline, or
+        None if `gone` completes first (the client hung up): then the request leaves the
+        queue unforecast, or, if a worker has it, its answer is dropped."""
         self.check_room()
         loop = asyncio.get_running_loop()
         job = Job((request_format, answer_format), body, loop.time() + self.settings.timeout,
                   loop.create_future())
-        self.queue.put_nowait(job)
-        self.waiting += 1
+        self.queue.append(job)
+        self.arrived.set()
+        either = {job.future, gone}
         try:
-            done, _ = await asyncio.wait({job.future}, timeout=self.settings.timeout)
-            if done or job.started:  # a started job is answered within its run's timeout
-                return await job.future
+            await asyncio.wait(either, timeout=self.settings.timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if job.started and not gone.done():  # answered within its run's timeout
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if job.future.done():
+                return job.future.result()
+            if gone.done():
+                log.info("POST /invocations: the client closed the connection before its "
+                         "answer; %s", "its forecast's answer will be dropped" if job.started
+                         else "dropped from the queue, unforecast")
+                return None
         finally:
-            if not job.started:  # given up on in the queue: its slot will skip it
-                self.waiting -= 1
-                job.future.cancel()
+            if not job.started:
+                with suppress(ValueError):  # not there if a slot found it past its deadline
+                    self.queue.remove(job)
+            job.future.cancel()  # a no-op once answered; else a late answer is dropped
         raise request_timeout(self.settings.timeout)
+
+    async def _take(self) -> Job:
+        """The next queued job, once there is one."""
+        while not self.queue:
+            self.arrived.clear()
+            await self.arrived.wait()
+        return self.queue.popleft()
 
     async def _slot(self) -> None:
         """Keep one worker process alive and feed it jobs."""
@@ -170,7 +195,7 @@ class WorkerPool:
         """Jobs to one process until it dies (or is killed over a deadline)."""
         loop = asyncio.get_running_loop()
         while True:
-            getter = asyncio.ensure_future(self.queue.get())
+            getter = asyncio.ensure_future(self._take())
             await asyncio.wait({getter, process.exited}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
@@ -178,10 +203,9 @@ class WorkerPool:
                           process.proc.pid, process.proc.returncode)
                 return
             job = getter.result()
-            if job.future.done() or job.wait_until <= loop.time():  # its client has its 504
+            if job.wait_until <= loop.time():  # its client has its 504
                 continue
             job.started = True
-            self.waiting -= 1
             try:
                 (status, content_type, error), body = await asyncio.wait_for(
                     process.exchange(job.formats, job.body), self.settings.timeout)
