@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import optuna
 
-from deepar_cli import modelfolder, tuning_config
+from deepar_cli import memory, modelfolder, tuning_config
 from deepar_cli.atomic import atomic_dir, atomic_file, make_output_dir, write_json
 from deepar_cli.channels import write_records
 from deepar_cli.errors import DataError, DeepARCliError, HyperparameterError, UsageError
@@ -584,7 +584,10 @@ def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: 
 
     records, stats = read_with_stats(train)
     log("dataset", {"channel": "train", **stats.as_dict()})
-    resolve_features(base, stats)
+    features = resolve_features(base, stats)
+    memory.check_training(base, features.cardinality, features.num_dynamic_feat,
+                          num_observations=stats.num_observations,
+                          what="the smallest trial (each range at its low end)")
     if "likelihood" not in config.names:
         check_likelihood_domain(base, stats, train)
     shape = {"num_series": stats.num_series, "num_observations": stats.num_observations}
