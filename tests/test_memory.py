@@ -97,11 +97,11 @@ def test_check_messages_name_the_drivers_and_both_figures():
     assert str(raised.value) == BIG_MESSAGE
     with pytest.raises(UsageError) as refused:
         memory.check_forecast(resolve(dict(TINY_HP)), None, 0, num_samples=1000,
-                              series=100_000, samples_kept=True, num_quantiles=0,
+                              series=200_000, samples_kept=True, num_quantiles=0,
                               free=Available(22 * GiB, "MemAvailable"))
     assert str(refused.value) == (
-        "forecasting 100000 series needs about 36.3 GiB of memory, driven by the response "
-        "(100000 series x num_samples 1000 x prediction_length 12); 22 GiB is available "
+        "forecasting 200000 series needs about 36.2 GiB of memory, driven by the response "
+        "(200000 series x num_samples 1000 x prediction_length 12); 22 GiB is available "
         "(MemAvailable); ask for fewer samples or fewer series at once")
 
 
@@ -196,14 +196,14 @@ def test_a_bad_max_memory_is_a_usage_error(runner, tiny_data, tmp_path):
 
 
 PREDICT_MESSAGE = (
-    "forecasting 8 series needs about 669 MiB of memory, driven by the sampling decoder "
-    "(num_samples 10000 x (context_length 12 + prediction_length 12)); 600 MiB is "
+    "forecasting 8 series needs about 554 MiB of memory, driven by the sampling decoder "
+    "(num_samples 10000 x (context_length 12 + prediction_length 12)); 500 MiB is "
     "available (--max-memory); ask for fewer samples or fewer series at once")
 
 
 def test_predict_refuses_a_configuration_that_cannot_fit(runner, tiny_model, tmp_path,
                                                          max_memory):
-    max_memory("600M")
+    max_memory("500M")
     args = ["predict", "--model-dir", str(tiny_model.dir), "--input", str(tiny_model.test),
             "--output", str(tmp_path / "out.jsonl"), "--quiet"]
     result = runner.invoke(main, [*args, "--num-samples", "10000", "--output-types",
@@ -221,7 +221,7 @@ def test_serve_answers_400_to_a_request_that_cannot_fit(tiny_model, tmp_path):
     instances = [{"start": str(r.start), "target": r.target.tolist()}
                  for r in read_channel(tiny_model.test)]
     endpoint = Server(tiny_model.dir, tmp_path / "serve.log", workers=1,
-                      options=["--max-memory", "600M"])
+                      options=["--max-memory", "500M"])
     try:
         endpoint.wait_ready()
         refused = endpoint.post({"instances": instances, "configuration": {
@@ -251,7 +251,7 @@ def test_tune_refuses_static_hyperparameters_that_cannot_fit(runner, tiny_data, 
 
 def test_a_trial_that_cannot_fit_fails_with_its_reason(runner, tiny_data, tmp_path,
                                                        max_memory):
-    max_memory("700M")
+    max_memory("600M")
     grid = {"Strategy": "Grid", "RandomSeed": 1, "ParameterRanges": {
         "CategoricalParameterRanges": [{"Name": "mini_batch_size",
                                         "Values": ["8", "100000"]}]}}
@@ -262,6 +262,6 @@ def test_a_trial_that_cannot_fit_fails_with_its_reason(runner, tiny_data, tmp_pa
     assert (rows["FAILED"]["mini_batch_size"], rows["COMPLETE"]["mini_batch_size"]) == (
         "100000", "8")
     assert rows["FAILED"]["reason"].startswith(
-        "training needs about 11 GiB of memory, driven by the mini-batches' windows "
+        "training needs about 10.9 GiB of memory, driven by the mini-batches' windows "
         "(mini_batch_size 100000 x (context_length 12 + the largest lag 721 + "
-        "prediction_length 12)); 700 MiB is available (--max-memory)")
+        "prediction_length 12)); 600 MiB is available (--max-memory)")
