@@ -24,7 +24,7 @@ from test_tune import STATIC, csv_rows, tune_args
 GiB = 2**30
 BIG = {"context_length": 10000, "mini_batch_size": 100000}
 BIG_MESSAGE = (
-    "training needs about 1.63 TiB of memory, driven by the LSTM's inputs (mini_batch_size "
+    "training needs about 1.66 TiB of memory, driven by the LSTM's inputs (mini_batch_size "
     "100000 x (context_length 10000 + prediction_length 12) x 57 inputs a step); 600 MiB is "
     "available (--max-memory); set --max-memory to override")
 
@@ -242,7 +242,7 @@ def test_tune_refuses_static_hyperparameters_that_cannot_fit(runner, tiny_data, 
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, static={**STATIC, **BIG}))
     assert result.exit_code == 78
     assert result.stderr == (
-        "Error: the smallest trial (each range at its low end) needs about 1.28 TiB of "
+        "Error: the smallest trial (each range at its low end) needs about 1.31 TiB of "
         "memory, driven by the LSTM's inputs (mini_batch_size 100000 x (context_length 10000 "
         "+ prediction_length 12) x 57 inputs a step); 600 MiB is available (--max-memory); "
         "set --max-memory to override\n")
@@ -262,6 +262,6 @@ def test_a_trial_that_cannot_fit_fails_with_its_reason(runner, tiny_data, tmp_pa
     assert (rows["FAILED"]["mini_batch_size"], rows["COMPLETE"]["mini_batch_size"]) == (
         "100000", "8")
     assert rows["FAILED"]["reason"].startswith(
-        "training needs about 10.9 GiB of memory, driven by the mini-batches' windows "
+        "training needs about 13.2 GiB of memory, driven by the mini-batches' windows "
         "(mini_batch_size 100000 x (context_length 12 + the largest lag 721 + "
         "prediction_length 12)); 600 MiB is available (--max-memory)")

@@ -17,10 +17,11 @@ counted from the tensors that dominate it (float32, 4 bytes each):
   the predictions of a request held until answered, with their JSON (`samples` hold
   num_samples x prediction_length values per series).
 
-Calibration (2026-12-03, docs/memory-calibration.md): peak RSS of `train` (/usr/bin/time
--v) on a 2-core x86-64 machine, MXNet 1.9 CPU, GluonTS 0.17, at four settings from the
-notebook's (0.42 GB) to context_length 1000 x mini_batch_size 512 x num_cells 80 (7.4 GB),
-and of `predict` at num_samples 100-10000. The estimate is 1.0-2.0x the measured peak.
+Calibration (2026-12-03, docs/memory-calibration.md): the peak RSS (GNU time) of `train`
+at seven settings, from the notebook's (415 MiB) to context_length 1000 x mini_batch_size
+512 x num_cells 80 (6.75 GiB), and of `predict` at five, num_samples 100-10000, on a 2-core
+x86-64 machine with MXNet 1.9.1 (CPU) and GluonTS 0.17. Each estimate was 1.15-1.6 times
+the measured peak.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ FLOAT = 4
 # Resident memory of a process that imported MXNet, GluonTS and pandas and ran a step.
 BASE_BYTES = 400 * 2**20
 # Per float of each term (bytes per float x the copies MXNet and numpy hold at the peak).
-BATCH_COPIES = 3  # the numpy batch, its MXNet copy, the sliced and concatenated views
+BATCH_COPIES = 4  # the numpy batch, its MXNet copy, the sliced and concatenated views
 INPUT_COPIES = 4  # lags, scaled lags, the concatenated inputs, their gradients
 LSTM_COPIES = 4  # activations kept for backprop, their gradients, the fused kernel's
 # workspaces (measured: 80 bytes a batch x step x cell x layer)
@@ -233,9 +234,10 @@ def _estimate(terms: Dict[Tuple[str, str], float]) -> Estimate:
 
 
 def training_bytes(hp: Hyperparameters, shape: Shape, *, num_observations: int,
-                   training_windows: int = SHUFFLE_WINDOWS) -> Estimate:
+                   training_windows: int = SHUFFLE_WINDOWS, scored: bool = True) -> Estimate:
     """The peak memory of `train` with these hyperparameters on data of this size
-    (`training_windows`: the windows of an epoch; by default, a full shuffle buffer)."""
+    (`training_windows`: the windows of an epoch; by default, a full shuffle buffer;
+    `scored`: whether a test channel is forecast after training)."""
     batch, window = hp.mini_batch_size, shape.history + shape.prediction_length
     unroll = shape.context_length + shape.prediction_length
     per_window = window * (shape.features + 3)
@@ -259,7 +261,7 @@ def training_bytes(hp: Hyperparameters, shape: Shape, *, num_observations: int,
         ("the cached training data", f"{num_observations} observations"):
             FLOAT * CACHE_COPIES * num_observations * (shape.features + 2),
         ("the test scoring's forecasts", f"num_eval_samples {hp.num_eval_samples}"):
-            _decoder_bytes(shape, hp.num_eval_samples),
+            _decoder_bytes(shape, hp.num_eval_samples) if scored else 0,
     }
     return _estimate(terms)
 
@@ -308,16 +310,17 @@ def _refusal(what: str, estimate: Estimate, free: Available) -> Optional[str]:
 
 def check_training(hp: Hyperparameters, cardinality: Optional[Sequence[int]],
                    num_dynamic_feat: int, *, num_observations: int,
-                   training_windows: int = SHUFFLE_WINDOWS, what: str = "training",
-                   free: Optional[Available] = None) -> None:
+                   training_windows: int = SHUFFLE_WINDOWS, scored: bool = True,
+                   what: str = "training", free: Optional[Available] = None) -> None:
     """Refuse (HyperparameterError) a training whose estimate exceeds the memory
-    available (`free`, default: `available()`); `what` names it in the message."""
+    available (`free`, default: `available()`); `what` names it in the message. The
+    arguments are `training_bytes`'s."""
     free = free or available()
     if free is None:
         return
     estimate = training_bytes(hp, Shape.of(hp, cardinality, num_dynamic_feat),
                               num_observations=num_observations,
-                              training_windows=training_windows)
+                              training_windows=training_windows, scored=scored)
     message = _refusal(what, estimate, free)
     if message:
         raise HyperparameterError(message + "; set --max-memory to override")

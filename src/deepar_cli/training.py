@@ -200,7 +200,8 @@ def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
     plan = epoch_plan(lengths, hp)
     memory.check_training(hp, features.cardinality, features.num_dynamic_feat,
                           num_observations=train_stats.num_observations,
-                          training_windows=plan["training_windows"] * plan["passes"])
+                          training_windows=plan["training_windows"] * plan["passes"],
+                          scored=test_channel is not None)
     num_batches = plan["batches_per_epoch"]
     samples = num_batches * hp.mini_batch_size
     log("plan", {**plan, "mini_batch_size": hp.mini_batch_size, "epochs": hp.epochs})
