@@ -254,7 +254,7 @@ def test_a_trial_that_cannot_fit_fails_with_its_reason(runner, tiny_data, tmp_pa
     max_memory("600M")
     grid = {"Strategy": "Grid", "RandomSeed": 1, "ParameterRanges": {
         "CategoricalParameterRanges": [{"Name": "mini_batch_size",
-                                        "Values": ["8", "100000"]}]}}
+                                        "Values": ["100000", "8"]}]}}
     static = {k: v for k, v in TINY_HP.items() if k != "mini_batch_size"}
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, grid, static, test=True))
     assert result.exit_code == 0, result.output
