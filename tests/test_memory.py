@@ -220,10 +220,20 @@ def test_predict_refuses_a_configuration_that_cannot_fit(runner, tiny_model, tmp
 def test_serve_answers_400_to_a_request_that_cannot_fit(tiny_model, tmp_path):
     instances = [{"start": str(r.start), "target": r.target.tolist()}
                  for r in read_channel(tiny_model.test)]
+    lines_config = {"num_samples": 1000, "output_types": ["samples"]}
     endpoint = Server(tiny_model.dir, tmp_path / "serve.log", workers=1,
+                      env={"DEEPAR_INFERENCE_CONFIG": json.dumps(lines_config)},
                       options=["--max-memory", "500M"])
     try:
         endpoint.wait_ready()
+        # JSON Lines: 400 records fit 256 at a time (489 MiB), but the endpoint holds all.
+        body = b"".join(json.dumps(instances[k % 8]).encode() + b"\n" for k in range(400))
+        lines = endpoint.post(body, "application/jsonlines")
+        assert lines.status_code == 400
+        assert lines.json() == {"error": (
+            "forecasting 400 series needs about 515 MiB of memory, driven by the response "
+            "(400 series x num_samples 1000 x prediction_length 12); 500 MiB is available "
+            "(--max-memory); ask for fewer samples or fewer series at once")}
         refused = endpoint.post({"instances": instances, "configuration": {
             "num_samples": 10000, "output_types": ["samples"]}})
         assert refused.status_code == 400

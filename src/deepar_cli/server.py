@@ -173,9 +173,11 @@ def forecast(model: Any, settings: Settings, request_format: str, answer_format:
                 predictions = orjson.loads(response)["predictions"]
                 response = b"".join(inference.dumps(p) + b"\n" for p in predictions)
             return response
-        lines = list(inference.answer_lines(model, body.splitlines(),
+        records = body.splitlines()
+        # One chunk: the whole response is held, so the memory check must see every record.
+        lines = list(inference.answer_lines(model, records,
                                             settings.lines_config or inference.InferenceConfig(),
-                                            seed=seed))
+                                            seed=seed, chunk=max(1, len(records))))
     except (RequestError, DataError, UsageError) as error:  # UsageError: too big to fit
         raise HTTPError(400, str(error)) from None
     if answer_format == JSON_LINES:
