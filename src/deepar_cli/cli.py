@@ -247,6 +247,27 @@ AVERAGE_EPOCHS = click.option(
          "(0: SageMaker's rule); tune: in every trial and the final model.")
 
 
+def _max_memory(ctx: Any, param: Any, value: Optional[str]) -> None:
+    """Hand the limit to the library through its environment variable, so that serve's
+    workers and tune's trials see it too."""
+    from deepar_cli.memory import MAX_MEMORY_ENV, parse_size
+
+    if value is not None:
+        try:
+            parse_size(value)
+        except UsageError as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+        os.environ[MAX_MEMORY_ENV] = value
+
+
+MAX_MEMORY = click.option(
+    "--max-memory", metavar="SIZE", envvar="DEEPAR_MAX_MEMORY", expose_value=False,
+    callback=_max_memory,
+    help="Memory this may use, e.g. 8G or 500M; a training or forecast estimated to need "
+         "more is refused before it starts.  [default: the smaller of the cgroup's limit "
+         "and MemAvailable; env: DEEPAR_MAX_MEMORY]")
+
+
 @main.command()
 @click.option("--train", "train_channel", type=ExistingPath, required=True,
               help="Train channel: a file or a folder of JSON Lines/Parquet files.")
@@ -266,6 +287,7 @@ AVERAGE_EPOCHS = click.option(
                    "layer's output) or gluonts (GluonTS's cell-by-cell unroll with zoneout).")
 @AVERAGE_EPOCHS
 @_hyperparameter_options
+@MAX_MEMORY
 def train(train_channel: Path, test_channel: Optional[Path], hp_file: Optional[Path],
           model_dir: Path, seed: int, quiet: bool, log_format: str, log_file: Optional[Path],
           rnn: str, average_epochs: int, **options: Any) -> None:
@@ -355,6 +377,7 @@ def _inference_config(config: Any, overrides: dict) -> Tuple[Any, bool]:
 @click.option("--shard-lines", type=click.IntRange(1), default=None,
               help="Records per shard handed to a Ray worker.  [default: 1000]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@MAX_MEMORY
 def predict(model_dir: Path, input_path: Path, output_path: Path, config: Any,
             num_samples: Optional[int], output_types: Optional[Tuple[str, ...]],
             quantiles: Optional[Tuple[str, ...]], seed: int, engine: str,
@@ -446,6 +469,7 @@ def plot(model_dir: Path, test_channel: Path, series: Optional[List[int]], outpu
 @click.option("--max-buffer-mb", type=click.FloatRange(1, 1 << 20), default=256.0,
               show_default=True, help="Request bodies held in memory at once (being read or "
                                       "queued); past it 503 with Retry-After.")
+@MAX_MEMORY
 def serve(model_dir: Path, host: str, port: int, workers: int, timeout: int,
           read_timeout: float, keep_alive: float, seed: int, max_payload_mb: float,
           max_connections: int, max_queue: int, max_buffer_mb: float) -> None:
@@ -528,6 +552,7 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Log lines as text or as one JSON object a line.")
 @click.option("--log-file", type=PathType, help="Also write every log event as JSON lines.")
+@MAX_MEMORY
 def tune(train_channel: Path, test_channel: Optional[Path], hp_file: Path,
          config_file: Optional[Path], output_dir: Path, quiet: bool, log_format: str,
          log_file: Optional[Path], **options: Any) -> None:

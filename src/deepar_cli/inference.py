@@ -124,7 +124,16 @@ def _instance(model: Model, obj: Any, where: str, extra: int) -> Record:
 
 def forecast(model: Model, records: Sequence[Record], config: InferenceConfig, *, seed: int
              ) -> List[Dict[str, Any]]:
-    """Forecast records and shape each forecast as SageMaker's prediction object."""
+    """Forecast records and shape each forecast as SageMaker's prediction object; refuse
+    (UsageError) a configuration that would not fit in memory for this many records."""
+    from deepar_cli import memory
+
+    memory.check_forecast(model.hp, model.features.cardinality,
+                          model.features.num_dynamic_feat, num_samples=config.num_samples,
+                          series=len(records), samples_kept="samples" in config.output_types,
+                          num_quantiles=len(config.quantiles)
+                          if "quantiles" in config.output_types else 0,
+                          members=len(getattr(model.predictor, "members", (None,))))
     try:
         entries = [to_entry(r, model.hp.freq, model.features) for r in records]
     except DataError as exc:

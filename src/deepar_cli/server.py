@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import orjson
 
-from deepar_cli.errors import DataError, RequestError
+from deepar_cli.errors import DataError, RequestError, UsageError
 from deepar_cli.negotiation import JSON, JSON_LINES, accepted, format_of, media_type
 
 MB = 1024 * 1024
@@ -194,10 +194,12 @@ def forecast(model: Any, settings: Settings, request_format: str, answer_format:
                 predictions = orjson.loads(response)["predictions"]
                 response = b"".join(inference.dumps(p) + b"\n" for p in predictions)
             return response
-        lines = list(inference.answer_lines(model, body.splitlines(),
+        records = body.splitlines()
+        # One chunk: the whole response is held, so the memory check must see every record.
+        lines = list(inference.answer_lines(model, records,
                                             settings.lines_config or inference.InferenceConfig(),
-                                            seed=seed))
-    except (RequestError, DataError) as error:
+                                            seed=seed, chunk=max(1, len(records))))
+    except (RequestError, DataError, UsageError) as error:  # UsageError: too big to fit
         raise HTTPError(400, str(error)) from None
     if answer_format == JSON_LINES:
         return b"".join(lines)

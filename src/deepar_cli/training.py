@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 
-from deepar_cli import modelfolder
+from deepar_cli import memory, modelfolder
 from deepar_cli.atomic import atomic_dir
 from deepar_cli.dataset import (
     Features,
@@ -222,6 +222,10 @@ def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
                         f"prediction_length ({hp.prediction_length}); there is nothing to "
                         "learn a forecast from")
     plan = epoch_plan(lengths, hp)
+    memory.check_training(hp, features.cardinality, features.num_dynamic_feat,
+                          num_observations=train_stats.num_observations,
+                          training_windows=plan["training_windows"] * plan["passes"],
+                          scored=test_channel is not None)
     num_batches = plan["batches_per_epoch"]
     samples = num_batches * hp.mini_batch_size
     log("plan", {**plan, "mini_batch_size": hp.mini_batch_size, "epochs": hp.epochs})

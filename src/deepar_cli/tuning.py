@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import optuna
 
-from deepar_cli import modelfolder, tuning_config
+from deepar_cli import memory, modelfolder, tuning_config
 from deepar_cli.atomic import (atomic_dir, atomic_file, make_output_dir, refuse_foreign_dir,
                                refuse_overlap, write_json)
 from deepar_cli.channels import write_records
@@ -578,6 +578,14 @@ def holdout(records: Sequence[Record], prediction_length: int, windows: int = 1
 HeldOut = List[Tuple[Path, List[Record]]]  # channels to write once the study is claimed
 
 
+def _smallest_trial(base: Hyperparameters, config: TuningConfig) -> Hyperparameters:
+    """`base` (each range at its low end), with each categorical range of numbers at its
+    smallest value: the trial that needs the least memory."""
+    low = {r.name: min(r.values, key=float) for r in config.ranges
+           if r.kind == "categorical" and all(v.isdigit() for v in r.values)}
+    return resolve({**base.as_dict(), **low}) if low else base
+
+
 def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: TuningConfig,
               output_dir: Path, windows: int, log: Log
               ) -> Tuple[Path, Optional[Path], str, Dict[str, Any], HeldOut]:
@@ -589,7 +597,10 @@ def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: 
 
     records, stats = read_with_stats(train)
     log("dataset", {"channel": "train", **stats.as_dict()})
-    resolve_features(base, stats)
+    features = resolve_features(base, stats)
+    memory.check_training(_smallest_trial(base, config), features.cardinality,
+                          features.num_dynamic_feat, num_observations=stats.num_observations,
+                          what="the smallest trial (each range at its low end)")
     if "likelihood" not in config.names:
         check_likelihood_domain(base, stats, train)
     shape = {"num_series": stats.num_series, "num_observations": stats.num_observations}
