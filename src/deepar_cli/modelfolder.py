@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from deepar_cli import __version__
+from deepar_cli import __version__, jsontext
 from deepar_cli.atomic import write_json
 from deepar_cli.dataset import Features
-from deepar_cli.errors import HyperparameterError, ModelError
+from deepar_cli.errors import HyperparameterError, ModelError, reason
 from deepar_cli.hyperparameters import Hyperparameters, resolve
 
 FORMAT_VERSION = 1
@@ -126,9 +126,9 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
     if missing:
         raise ModelError(f"{folder}: not a deepar-cli model folder ({missing[0]} is missing)")
     try:
-        hp = resolve(json.loads((folder / "hyperparameters.json").read_text()))
-        meta = json.loads((folder / "model.json").read_text())
-        summary = json.loads((folder / "training.json").read_text())
+        hp = resolve(jsontext.loads((folder / "hyperparameters.json").read_text()))
+        meta = jsontext.loads((folder / "model.json").read_text())
+        summary = jsontext.loads((folder / "training.json").read_text())
         features = Features(meta["cardinality"], int(meta["num_dynamic_feat"]))
         members = meta.get("ensemble")
         if members is not None and not (isinstance(members, list) and members
@@ -150,7 +150,8 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
     try:
         predictor = Predictor.deserialize(folder / "predictor")
     except Exception as exc:  # GluonTS raises many kinds for a bad folder
-        raise ModelError(f"{folder}: the GluonTS predictor cannot be loaded ({exc})") from None
+        raise ModelError(f"{folder}: the GluonTS predictor cannot be loaded ({reason(exc)})"
+                         ) from None
     if accelerated:
         from deepar_cli.acceleration import accelerate
 
@@ -167,6 +168,9 @@ def _members(folder: Path, names: List[str], hp: Hyperparameters, features: Feat
 
     members = []
     for name in names:
+        if folder.resolve().is_relative_to((folder / name).resolve()):  # else it loops
+            raise ModelError(f'{folder}: ensemble member "{name}" is the ensemble folder '
+                             "or holds it")
         member = load(folder / name, accelerated=accelerated)
         if isinstance(member.predictor, Ensemble):
             raise ModelError(f"{folder / name}: an ensemble member cannot be an ensemble "
