@@ -50,6 +50,14 @@ def test_command_help(runner, name, flag):
                 assert opt in result.output
 
 
+def test_tune_help_names_the_postgresql_driver_the_extra_installs(runner):
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; [postgres] installs psycopg2."""
+    result = runner.invoke(cli.main, ["tune", "--help"], prog_name="deepar-cli")
+    flat = " ".join(result.output.split())
+    assert "e.g. postgresql+psycopg2://user@host/db with the [postgres] extra" in flat
+    assert "postgresql://" not in flat
+
+
 def test_version(runner):
     result = runner.invoke(cli.main, ["--version"], prog_name="deepar-cli")
     assert result.exit_code == 0

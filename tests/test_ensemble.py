@@ -126,6 +126,18 @@ def test_a_broken_member_is_a_model_error(tiny_ensemble: SimpleNamespace,
                            "missing)")
 
 
+@pytest.mark.parametrize("member", [".", "./", "members/..", ".."])
+def test_an_ensemble_that_lists_itself_is_a_model_error(tiny_ensemble: SimpleNamespace,
+                                                        tmp_path: Path, member: str) -> None:
+    """A member that is the ensemble folder, or a folder above it, would load forever."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_ensemble.dir, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "ensemble": ["members/0", member]}))
+    assert_predict_refused(folder, tiny_ensemble.train, tmp_path, f"{folder}: ensemble member "
+                           f"{member!r} lies outside the model folder")
+
+
 # ------------------------------------------------------------------ tune --ensemble
 
 STATIC = {k: v for k, v in TINY_HP.items() if k != "num_cells"}

@@ -415,6 +415,23 @@ def test_evaluate_test_series_too_short(runner, trained, jsonl, tmp_path) -> Non
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("observed", [[], list(range(28))], ids=["all-missing",
+                                                                  "held-out-missing"])
+def test_evaluate_without_observed_held_out_points(runner, trained, jsonl, tmp_path,
+                                                   observed) -> None:
+    """Every score would be NaN: refused, not null metrics and a warning a metric."""
+    missing = observed + [None] * (40 - len(observed))
+    test = jsonl([{"start": "2016-01-01 00:00:00", "target": missing},
+                  {"start": "2016-01-01 00:00:00", "target": ["NaN"] * 40}], name="nan.json")
+    result = runner.invoke(main, ["evaluate", "--model-dir", str(trained.dir), "--test",
+                                  str(test), "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 65
+    assert result.output.splitlines() == [
+        f"Error: {test}: the last prediction_length (12) points of every series are missing; "
+        "there is nothing to score forecasts against"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluate_too_many_windows_writes_nothing(runner, trained, tiny_data, tmp_path):
     result = runner.invoke(main, ["evaluate", "--model-dir", str(trained.dir), "--test",
                                   str(tiny_data.test), "--windows", "5",

@@ -226,16 +226,30 @@ def test_resolved_set_survives_json(tmp_path):
     assert again == hp
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "{path}:1: not valid JSON (Expecting property name enclosed in double quotes)"),
-    ('["time_freq", "H"]', "{path}: must hold a JSON object of name: value pairs"),
-])
-def test_bad_hyperparameters_file(tmp_path, text, message):
+@pytest.mark.parametrize("data, message", [
+    (b"{not json", "{path}:1: not valid JSON (unexpected character, expected a string key)"),
+    (b'["time_freq", "H"]', "{path}: must hold a JSON object of name: value pairs"),
+    (b'{"time_freq": "H",\n "epochs": "\xff1"}', "{path}:2: not UTF-8 text (byte 0xff)"),
+    (b'{"a":\n' + b"[" * 3000 + b"]" * 3000 + b"}",
+     "{path}:2: not valid JSON (depth limit exceeded)"),
+], ids=["not-json", "not-an-object", "not-utf8", "nested-too-deep"])
+def test_bad_hyperparameters_file(tmp_path, data, message):
     path = tmp_path / "hyperparameters.json"
-    path.write_text(text)
+    path.write_bytes(data)
     with pytest.raises(HyperparameterError) as info:
         read_file(path)
     assert str(info.value) == message.format(path=path)
+
+
+def test_a_value_nested_too_deep_to_show_is_outlined():
+    """json.dumps of a list nested 1020 deep raises RecursionError."""
+    deep: list = []
+    for _ in range(1020):
+        deep = [deep]
+    with pytest.raises(HyperparameterError) as info:
+        resolve({**REQUIRED, "test_quantiles": deep})
+    assert str(info.value) == ('hyperparameter "test_quantiles" must be a list of numbers in '
+                               '(0, 1), e.g. "[0.1, 0.5, 0.9]", got "[[[[...]]]]"')
 
 
 def test_unreadable_hyperparameters_file(tmp_path):
@@ -257,6 +271,23 @@ def test_cli_refuses_a_bad_option_before_reading_data(runner, tiny_data, tmp_pat
         'Error: hyperparameter "epochs" must be an integer in [1, 10000], got "0"\n'
     )
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("data, message", [
+    (b'{"epochs": "\xe9"}', "{path}:1: not UTF-8 text (byte 0xe9)"),
+    (b"[" * 3000 + b"]" * 3000, "{path}:1: not valid JSON (depth limit exceeded)"),
+], ids=["not-utf8", "nested-too-deep"])
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_cli_bad_hyperparameters_file_is_one_line(runner, tiny_data, tmp_path, command, data,
+                                                  message):
+    path = tmp_path / "hyperparameters.json"
+    path.write_bytes(data)
+    out = ["--model-dir" if command == "train" else "--output-dir", str(tmp_path / "out")]
+    result = runner.invoke(main, [command, "--train", str(tiny_data.train),
+                                  "--hyperparameters", str(path), *out])
+    assert result.exit_code == 78
+    assert result.stderr == f"Error: {message.format(path=path)}\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_accepts_dashes_and_underscores(runner, tiny_data, tmp_path):

@@ -224,7 +224,7 @@ def test_configuration_sources() -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("{bad", "source is not valid JSON (Expecting property name enclosed in double quotes)"),
+    ("{bad", "source is not valid JSON (unexpected character, expected a string key)"),
     ("[1]", 'source: "configuration" must be a JSON object, got [1]'),
     ('{"num_samples": true}', 'source: "num_samples" must be an integer in [1, 10000], got true'),
     ('{"num_samples": 2.0}', 'source: "num_samples" must be an integer in [1, 10000], got 2.0'),
@@ -330,7 +330,7 @@ def test_bad_requests(runner, models, tmp_path, body, message) -> None:
     out = tmp_path / "out" / "p.json"
     result = predict(runner, models.plain, source, out)
     assert result.exit_code == 65
-    assert result.output.splitlines() == [f"Error: {message}"]
+    assert result.output.splitlines() == [f"Error: {source}: {message}"]
     assert not out.exists()
     assert not out.parent.exists() or leftovers(out.parent) == []
 
@@ -368,6 +368,55 @@ def test_line_that_is_not_json(runner, models, base, jsonl, tmp_path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("lines, message", [
+    (["", '{"start": oops}', "{base}"],
+     "{source}:2: not valid JSON (unexpected character, expected a JSON value)"),
+    (["[1, 2]", "{base}"], "{source}:1: a record must be a JSON object, got [1,2]"),
+    (['{"target": [1, 2]}', "{base}"], '{source}:1: "start" is missing'),
+    (['{"instances": [{"start": "2016"}]}'], '{source}: instances[0]: "target" is missing'),
+])
+def test_a_bad_first_line_names_the_file_and_line(runner, models, base, jsonl, tmp_path,
+                                                 lines, message) -> None:
+    source = jsonl([json.dumps(base[0]) if line == "{base}" else line for line in lines],
+                   name="in.json")
+    out = tmp_path / "p.json"
+    result = predict(runner, models.plain, source, out)
+    assert result.exit_code == 65
+    assert result.stderr == f"Error: {message.format(source=source)}\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0], ids=["truncated", "empty"])
+def test_a_broken_params_file_is_one_line(runner, models, base, jsonl, tmp_path,
+                                          cut: float) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(models.plain, folder)
+    params = folder / "predictor" / "prediction_net-0000.params"
+    data = params.read_bytes()
+    params.write_bytes(data[:int(len(data) * cut)])
+    out = tmp_path / "p.json"
+    result = predict(runner, folder, jsonl(base[:1]), out)
+    assert result.exit_code == 66
+    assert result.stderr == (f"Error: {folder}: the GluonTS predictor cannot be loaded "
+                             "(Invalid NDArray file format)\n")
+    assert not out.exists()
+
+
+def test_model_files_nested_too_deep_are_a_model_error(runner, models, base, jsonl,
+                                                       tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(models.plain, folder)
+    (folder / "training.json").write_text("[" * 3000 + "]" * 3000)
+    result = predict(runner, folder, jsonl(base[:1]), tmp_path / "p.json")
+    assert result.exit_code == 66
+    assert result.stderr == (f"Error: {folder}: model files are damaged (depth limit exceeded: "
+                             "line 1 column 1026 (char 1025))\n")
+
+
 QUANTILE_HINT = 'is not a number in (0, 1); give levels like "0.1,0.5,0.9"'
 
 
@@ -382,10 +431,17 @@ QUANTILE_HINT = 'is not a number in (0, 1); give levels like "0.1,0.5,0.9"'
     (["--num-samples", "10001"],
      "Invalid value for '--num-samples': 10001 is not in the range 1<=x<=10000."),
     (["--config", '{"num_samples": 3'],
-     "Invalid value for '--config': the configuration is not valid JSON (Expecting ',' "
-     "delimiter)"),
+     "Invalid value for '--config': the configuration is not valid JSON (unexpected end of "
+     "data)"),
     (["--config", "nope"],
-     "Invalid value for '--config': the configuration is not valid JSON (Expecting value)"),
+     "Invalid value for '--config': the configuration is not valid JSON (invalid literal, "
+     "expected 'null')"),
+    (["--config", "[" * 3000 + "]" * 3000],
+     "Invalid value for '--config': the configuration is not valid JSON (depth limit "
+     "exceeded)"),
+    (["--config", '{"quantiles": ' + "[" * 1000 + "]" * 1000 + "}"],
+     "Invalid value for '--config': quantile [[[[...]]]] in \"quantiles\" is not a number in "
+     "(0, 1)"),
     (["--config", "[1]"], "Invalid value for '--config': \"configuration\" must be a JSON "
                           "object, got [1]"),
     (["--config", '{"num_samples": "5"}'],
@@ -406,7 +462,9 @@ def test_bad_configuration_is_a_usage_error(runner, models, base, jsonl, tmp_pat
 
 @pytest.mark.parametrize("value, message", [
     ("{bad", "DEEPAR_INFERENCE_CONFIG is not valid JSON "
-             "(Expecting property name enclosed in double quotes)"),
+             "(unexpected character, expected a string key)"),
+    ("[" * 3000 + "]" * 3000, "DEEPAR_INFERENCE_CONFIG is not valid JSON (depth limit "
+                              "exceeded)"),
     ('{"num_samples": 0}',
      'DEEPAR_INFERENCE_CONFIG: "num_samples" must be an integer in [1, 10000], got 0'),
 ])
@@ -491,8 +549,8 @@ def test_feature_model_request_errors_name_the_instance(runner, models, tmp_path
     result = predict(runner, models.feat, source, tmp_path / "p.json")
     assert result.exit_code == 65
     assert result.output.splitlines() == [
-        'Error: instances[1]: "cat" value 3 at position 0 was never seen in training '
-        "(categories 0..2)"]
+        f'Error: {source}: instances[1]: "cat" value 3 at position 0 was never seen in '
+        "training (categories 0..2)"]
 
 
 def test_plain_model_ignores_cat_and_dynamic_feat(runner, models, base, jsonl,

@@ -254,10 +254,32 @@ def test_json_gz_errors_name_the_line(tmp_path):
     )
 
 
-def test_corrupt_gzip(tmp_path):
+# A gzip header, then a deflate block of the reserved type 3: zlib refuses it.
+BAD_DEFLATE = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x07" + bytes(20)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"this is not gzip", "Not a gzipped file (b'th')"),
+    (BAD_DEFLATE, "Error -3 while decompressing data: invalid block type"),
+    (gzip.compress(b'{"start": "2016-01-01", "target": [1]}\n')[:-12],
+     "Compressed file ended before the end-of-stream marker was reached"),
+], ids=["header", "deflate", "truncated"])
+def test_corrupt_gzip(tmp_path, data, reason):
     path = tmp_path / "train.json.gz"
-    path.write_bytes(b"this is not gzip")
-    assert read_error(path).startswith(f"{path}: cannot be read (")
+    path.write_bytes(data)
+    assert read_error(path) == f"{path}: not a readable gzip file ({reason})"
+
+
+def test_records_nested_too_deep(tmp_path):
+    """orjson refuses JSON nested over 1024 levels; shallower values are outlined in
+    messages (their repr would raise RecursionError)."""
+    head = '{"start": "2016-01-01", "target": '
+    path = write_lines(tmp_path / "train.json", [head + "[" * 1000 + "]" * 1000 + "}"])
+    assert read_error(path) == (f'{path}:1: "target" must be a list of numbers, got '
+                                "[[[[...]]]] at position 0")
+    path = write_lines(tmp_path / "train.json", [head + "[" * 3000 + "]" * 3000 + "}"])
+    assert read_error(path) == (f"{path}:1: not valid JSON (depth limit exceeded: line 1 "
+                                f"column {len(head) + 1025} (char {len(head) + 1024}))")
 
 
 def test_write_and_read_back_json_lines_exactly(tmp_path):
@@ -303,6 +325,26 @@ def test_parquet_errors_name_the_row(tmp_path):
     assert read_error(path) == (
         f'{path}:2: "start" must be a timestamp like "2016-01-01 00:00:00", got "not a date"'
     )
+
+
+@pytest.mark.parquet
+@pytest.mark.parametrize("kind", ["timestamp[s]", "timestamp[ns]", "timestamp[us, UTC]",
+                                  "date32"])
+def test_parquet_start_may_be_a_timestamp_column(tmp_path, kind):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"timestamp[s]": pa.timestamp("s"), "timestamp[ns]": pa.timestamp("ns"),
+             "timestamp[us, UTC]": pa.timestamp("us", tz="UTC"), "date32": pa.date32()}
+    path = tmp_path / "train.parquet"
+    start = datetime.datetime(2016, 1, 2)
+    pq.write_table(pa.table({"start": pa.array([start, start], type=types[kind]),
+                             "target": [[1.0, 2.0], [3.0]]}), path)
+    records = list(read_channel(path))
+    expected = "2016-01-02 00:00:00+00:00" if "UTC" in kind else "2016-01-02 00:00:00"
+    assert [r.start for r in records] == [expected, expected]
 
 
 @pytest.mark.parquet
@@ -400,3 +442,25 @@ def test_cli_bad_test_channel_is_exit_65(runner, jsonl, tiny_data, tmp_path, tin
                                   *hp_args(tiny_hp)])
     assert result.exit_code == 65
     assert result.stderr == f'Error: {path}:2: "target" is missing\n'
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "plot", "tune", "predict"])
+def test_cli_corrupt_gzip_is_bad_data_in_every_command(runner, tiny_model, tmp_path, tiny_hp,
+                                                       command):
+    path = tmp_path / "data.json.gz"
+    path.write_bytes(BAD_DEFLATE)
+    hp_file = tmp_path / "hyperparameters.json"
+    hp_file.write_text(json.dumps(tiny_hp))
+    out = tmp_path / "out"
+    args = {
+        "train": ["--train", path, "--hyperparameters", hp_file, "--model-dir", out],
+        "evaluate": ["--model-dir", tiny_model.dir, "--test", path, "--output-dir", out],
+        "plot": ["--model-dir", tiny_model.dir, "--test", path, "--output-dir", out],
+        "tune": ["--train", path, "--hyperparameters", hp_file, "--output-dir", out],
+        "predict": ["--model-dir", tiny_model.dir, "--input", path, "--output", out],
+    }[command]
+    result = runner.invoke(main, [command, *map(str, args)])
+    assert result.exit_code == 65
+    assert result.stderr == (f"Error: {path}: not a readable gzip file (Error -3 while "
+                             "decompressing data: invalid block type)\n")
+    assert not out.exists()

@@ -823,8 +823,8 @@ def test_abandoned_requests_are_not_forecast(model: SimpleNamespace) -> None:
     ("empty", ["--model-dir", "{tmp}"], {}, 66,
      "Error: {tmp}: not a deepar-cli model folder (hyperparameters.json is missing)"),
     ("model", ["--model-dir", "{model}"], {"DEEPAR_INFERENCE_CONFIG": "{num_samples: 3}"}, 64,
-     "Error: DEEPAR_INFERENCE_CONFIG is not valid JSON (Expecting property name enclosed in "
-     "double quotes)"),
+     "Error: DEEPAR_INFERENCE_CONFIG is not valid JSON (unexpected character, expected a "
+     "string key)"),
     ("model", ["--model-dir", "{model}"],
      {"DEEPAR_INFERENCE_CONFIG": '{"num_samples": 0}'}, 64,
      'Error: DEEPAR_INFERENCE_CONFIG: "num_samples" must be an integer in [1, 10000], got 0'),

@@ -547,3 +547,136 @@ def test_train_log_goes_to_current_stdout(runner, tiny_data, tmp_path, tiny_hp):
                                       str(tmp_path / f"m{run}"), "--quiet", *hp_args(tiny_hp)])
         assert result.exit_code == 0, result.output
         assert "#epoch 1: loss=" in result.stdout
+
+
+# --------------------------------------------------------------------------- refused before work
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_a_channel_without_observed_values_is_refused(runner, jsonl, tmp_path, tiny_hp,
+                                                      command):
+    channel = jsonl([{"start": START, "target": [None] * 40},
+                     {"start": START, "target": ["NaN"] * 40}], name="train.json")
+    hp_file = tmp_path / "hyperparameters.json"
+    hp_file.write_text(json.dumps(tiny_hp))
+    out = tmp_path / "out"
+    result = runner.invoke(main, [command, "--train", str(channel), "--hyperparameters",
+                                  str(hp_file), "--model-dir" if command == "train" else
+                                  "--output-dir", str(out), "--quiet"])
+    assert result.exit_code == 65
+    assert result.stderr == (f'Error: {channel}: every target value is missing (null or "NaN"); '
+                             "there is nothing to learn from\n")
+    assert not out.exists()
+
+
+def test_a_category_too_large_to_embed_is_bad_data(runner, jsonl, tmp_path, tiny_hp):
+    """cardinality auto would make an embedding table of 10^8 rows (4 GB)."""
+    channel = jsonl([{"start": START, "target": [1.0] * 40, "cat": [0, 1]},
+                     {"start": START, "target": [2.0] * 40, "cat": [10 ** 8, 2]}],
+                    name="train.json")
+    result = runner.invoke(main, ["train", "--train", str(channel), "--model-dir",
+                                  str(tmp_path / "model"), "--quiet", *hp_args(tiny_hp)])
+    assert result.exit_code == 65
+    assert result.stderr == (f'Error: {channel}:2: "cat" value 100000000 at position 0 is too '
+                             "large: at most 26843545 categories fit an embedding table of 10 "
+                             "dimensions in 1 GiB; number the categories 0, 1, 2, ...\n")
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_cardinality_too_large_to_embed_is_a_hyperparameter_error(tiny_feature_data,
+                                                                    tiny_hp, tmp_path):
+    with pytest.raises(HyperparameterError) as info:
+        training.train(tiny_feature_data.train, resolve({
+            **tiny_hp, "cardinality": "[300000]", "embedding_dimension": "1000"}),
+            tmp_path / "model")
+    assert str(info.value) == ('hyperparameter "cardinality" is 300000 for "cat" 0: at most '
+                               "268435 categories fit an embedding table of 1000 dimensions in "
+                               "1 GiB")
+
+
+@pytest.mark.parametrize("model_dir, shown", [(".", "."), ("..", ".."), ("{cwd}", "{cwd}"),
+                                              ("/", "/")])
+def test_the_current_folder_cannot_be_the_model_folder(runner, tiny_data, tmp_path, tiny_hp,
+                                                       monkeypatch, model_dir, shown):
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "mine.txt").write_text("the user's own file")
+    monkeypatch.chdir(cwd)
+    result = runner.invoke(main, ["train", "--train", str(tiny_data.train), "--model-dir",
+                                  model_dir.format(cwd=cwd), "--quiet", *hp_args(tiny_hp)])
+    assert result.exit_code == 64
+    shown = shown.format(cwd=cwd)
+    assert result.stderr == (f"Error: {shown}: the current folder, or one above it, cannot be "
+                             "replaced by a new folder; give a folder of its own, e.g. "
+                             f"{Path(shown) / 'model'}\n")
+    assert result.stdout == ""  # before reading the channel
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert sorted(p.name for p in cwd.iterdir()) == ["mine.txt"]
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from deepar_cli.errors import OutputError
+from deepar_cli.hyperparameters import resolve
+from deepar_cli.training import train
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+
+
+def limit(event, figures):
+    if event == "final":  # trained: only the model folder is left to write
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, resource.RLIM_INFINITY))
+
+
+try:
+    train(sys.argv[1], resolve(json.loads(sys.argv[2])), Path(sys.argv[3]), log=limit)
+except OutputError as error:
+    print(error)
+    sys.exit(error.exit_code)
+"""
+
+
+def _file_size_limit() -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4000, resource.RLIM_INFINITY))
+
+
+def test_a_full_disk_during_training_is_an_output_error(tiny_data, tiny_hp, tmp_path):
+    """Files over 4000 bytes cannot be written (the parameters take 8 kB): GluonTS's first
+    checkpoint, in the temporary folder, fails."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "tmp").mkdir()
+    model_dir = tmp_path / "model"
+    result = subprocess.run(
+        [sys.executable, "-m", "deepar_cli", "train", "--train", str(tiny_data.train),
+         "--model-dir", str(model_dir), "--quiet", *hp_args(tiny_hp)],
+        capture_output=True, text=True, preexec_fn=_file_size_limit,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")}, timeout=300)
+    assert result.returncode == 73, result.stderr
+    assert result.stderr == (f"Error: {model_dir}: cannot be written (saving the network's "
+                             f"parameters in {tmp_path / 'tmp'} failed: FileStream.Write "
+                             "incomplete; is the disk full?)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_a_full_disk_writing_the_model_folder_is_an_output_error(tiny_data, tiny_hp,
+                                                                 tmp_path):
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "model"
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(tiny_data.train),
+                             json.dumps(tiny_hp), str(model_dir)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 73, result.stderr
+    assert result.stdout == (f"{model_dir}: cannot be written (saving the network's "
+                             "parameters failed: FileStream.Write incomplete; is the disk "
+                             "full?)\n")
+    assert list(tmp_path.iterdir()) == []  # neither the model nor its temporary folder

@@ -54,9 +54,17 @@ def atomic_file(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def prepare_dir(path: Path) -> None:
-    """Check, creating nothing, that `atomic_dir(path)` can place its result: no file is
-    in the way of it or of a folder above it. Lets long work fail before it starts."""
+def prepare_dir(path: Path, *, replace: bool = False) -> None:
+    """Check, creating nothing, that a folder can be made at `path`: no file is in the way
+    of it or of a folder above it; with `replace`, that `atomic_dir(path)` can swap its
+    result in, which no folder that is the current one or above it allows (UsageError).
+    Lets long work fail before it starts."""
+    if replace:
+        here = Path.cwd()
+        target = path.resolve()
+        if target == here or target in here.parents:
+            raise UsageError(f"{path}: the current folder, or one above it, cannot be replaced "
+                             f"by a new folder; give a folder of its own, e.g. {path / 'model'}")
     for place in (path, *path.parents):
         if place.exists():
             if not place.is_dir():
@@ -109,7 +117,7 @@ def refuse_foreign_dir(path: Path, entries: AbstractSet[str], kind: str) -> None
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    prepare_dir(path)
+    prepare_dir(path, replace=True)
     _make_parent(path)
     try:
         tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp",

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Tuple
 
+from deepar_cli.channels import gzip_errors
 from deepar_cli.errors import DataError, UsageError
-from deepar_cli.inference import (InferenceConfig, gzip_errors, looks_like_request, open_input,
+from deepar_cli.inference import (InferenceConfig, looks_like_request, open_input,
                                   run_batch_transform)
 from deepar_cli.modelfolder import Model
 

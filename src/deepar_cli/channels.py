@@ -6,12 +6,16 @@ holding one record per line (or row).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import json
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import orjson
 
+from deepar_cli import jsontext
 from deepar_cli.atomic import atomic_file
 from deepar_cli.errors import DataError
 from deepar_cli.records import Record, parse_record
@@ -59,16 +63,27 @@ def _raw_objects(path: Path) -> Iterator[tuple[int, Any]]:
         return
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with opener(path, "rb") as handle, gzip_errors(str(path)):
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    yield number, orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
+                    yield number, jsontext.loads(line)
+                except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
+
+
+@contextlib.contextmanager
+def gzip_errors(name: str) -> Iterator[None]:
+    """A broken `.gz` input is bad data, whichever layer notices (gzip's header check,
+    zlib's inflate, the end of the stream), and not an OSError, which would read as an
+    output that cannot be written. Every reader of `.gz` input reads inside this."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{name}: not a readable gzip file ({exc})") from None
 
 
 def check_consistency(record: Record, first: Record, where: str) -> None:

@@ -522,8 +522,9 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Folder for the study, trials, best hyperparameters and model.")
 @_tuning_options
 @click.option("--storage", metavar="URL",
-              help="Optuna storage URL several machines share, e.g. postgresql://host/db "
-                   "(default: sqlite in OUTPUT_DIR/study.db).")
+              help="Optuna storage URL several machines share, e.g. "
+                   "postgresql+psycopg2://user@host/db with the [postgres] extra (default: "
+                   "sqlite in OUTPUT_DIR/study.db).")
 @click.option("--study-name", default="deepar-cli-tune", show_default=True)
 @click.option("--final-model", type=click.Choice(FINAL_MODELS), default=FINAL_MODELS[0],
               show_default=True,

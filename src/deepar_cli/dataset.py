@@ -3,7 +3,6 @@ GluonTS datasets -> records, so a dataset goes wherever a channel goes."""
 
 from __future__ import annotations
 
-import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ Source = Union[str, "os.PathLike[str]", Iterable[Mapping[str, Any]]]
 # SageMaker's record fields under GluonTS's names.
 GLUONTS_FIELDS = {"start": "start", "target": "target", "cat": "feat_static_cat",
                   "dynamic_feat": "feat_dynamic_real"}
+# The largest embedding table of one `cat` (its float32 weights); training holds about four
+# times as much (the gradient and Adam's two moments). A `cat` value of 10^8 would need 4 GB.
+MAX_EMBEDDING_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,30 @@ def resolve_features(hp: Hyperparameters, stats: DatasetStats) -> Features:
                 f'records have {present} "dynamic_feat" series'
             )
         num_feat = present
+    _check_embeddable(hp, cardinality, stats)
     return Features(cardinality, num_feat)
+
+
+def max_categories(embedding_dimension: int) -> int:
+    """The most categories one `cat` may have: its embedding table (categories x
+    embedding_dimension float32 weights) within MAX_EMBEDDING_BYTES."""
+    return MAX_EMBEDDING_BYTES // (4 * embedding_dimension)
+
+
+def _check_embeddable(hp: Hyperparameters, cardinality: Optional[List[int]],
+                      stats: DatasetStats) -> None:
+    limit = max_categories(hp.embedding_dimension)
+    for index, size in enumerate(cardinality or ()):
+        if size <= limit:
+            continue
+        fit = (f"at most {limit} categories fit an embedding table of "
+               f"{hp.embedding_dimension} dimensions in {MAX_EMBEDDING_BYTES >> 30} GiB")
+        if hp.cardinality == "auto":
+            raise DataError(f'{stats.cat_max_source[index]}: "cat" value {size - 1} at '
+                            f"position {index} is too large: {fit}; number the categories "
+                            "0, 1, 2, ...")
+        raise HyperparameterError(f'hyperparameter "cardinality" is {size} for "cat" '
+                                  f"{index}: {fit}")
 
 
 def check_likelihood_domain(hp: Hyperparameters, stats: DatasetStats, source: Source) -> None:
@@ -127,13 +152,29 @@ def to_entry(record: Record, freq: str, features: Features, where: str = "") -> 
     return entry
 
 
-def require_held_out(records: Iterable[Record], prediction_length: int, why: str = "") -> None:
+def require_held_out(records: Iterable[Record], prediction_length: int, source: Source,
+                     why: str = "") -> None:
     """Every test series must be longer than `prediction_length`: its last points are the
-    truth a forecast is scored against. `why` ends the message."""
+    truth a forecast is scored against, and some of those points must be observed (else
+    every score is NaN). `why` ends the first message."""
+    observed = False
     for record in records:
         if record.target.size <= prediction_length:
             raise DataError(f"{record.source}: a test series must be longer than "
                             f"prediction_length ({prediction_length}){why}")
+        observed = observed or not np.isnan(record.target[-prediction_length:]).all()
+    if not observed:
+        raise DataError(f"{source_name(source)}: the last prediction_length "
+                        f"({prediction_length}) points of every series are missing; there "
+                        "is nothing to score forecasts against")
+
+
+def require_observed(stats: DatasetStats, source: Source) -> None:
+    """A train channel must hold an observed target value: there is nothing to learn from
+    missing values alone."""
+    if stats.num_observations == stats.num_missing:
+        raise DataError(f'{source_name(source)}: every target value is missing (null or '
+                        '"NaN"); there is nothing to learn from')
 
 
 def source_name(source: Source) -> str:
@@ -205,8 +246,8 @@ def entry_records(entries: Iterable[Mapping[str, Any]], *, extra_feat_length: in
 
 
 def _record_object(entry: Mapping[str, Any], features: Optional[Features]) -> Dict[str, Any]:
-    """A data entry as the JSON object `parse_record` reads: numpy values as lists, the
-    start as a timestamp string, integral `cat` floats as integers."""
+    """A data entry as the JSON object `parse_record` reads: numpy values as lists, a
+    Period start as a timestamp, integral `cat` floats as integers."""
     unused = set()
     if features is not None and features.cardinality is None:
         unused.add("cat")
@@ -217,8 +258,6 @@ def _record_object(entry: Mapping[str, Any], features: Optional[Features]) -> Di
     start = entry.get("start")
     if isinstance(start, pd.Period):
         start = start.to_timestamp()
-    if isinstance(start, (datetime.date, np.datetime64)):  # pd.Timestamp is a datetime
-        start = str(pd.Timestamp(start))
     if start is not None:
         obj["start"] = start
     if isinstance(obj.get("cat"), list):

@@ -43,3 +43,15 @@ class RequestError(DeepARCliError):
     """An inference request or configuration that SageMaker's DeepAR would refuse."""
 
     exit_code = 65
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's message on one line, for wrapping in a typed error. MXNet's errors
+    carry a C++ traceback and the check that failed ("Traceback ... MXNetError: Check
+    failed: fi->Read(data): Invalid NDArray file format"): only the last part is kept
+    ("Invalid NDArray file format"). Other messages keep their first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("MXNetError: "):
+            return line.rsplit(": ", 1)[-1]
+    return lines[0] if lines else type(exc).__name__

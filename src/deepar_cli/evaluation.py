@@ -97,7 +97,7 @@ def _test_entries(model: Model, source: Source, why: str = "") -> List[Dict[str,
     """A test channel (or GluonTS dataset) of full series as the model's entries; every
     series must be long enough to hold out its last points (`why` ends the message)."""
     records, _ = read_with_stats(source)
-    require_held_out(records, model.hp.prediction_length, why)
+    require_held_out(records, model.hp.prediction_length, source, why)
     return to_entries(records, model.hp.freq, model.features)
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
+from deepar_cli import jsontext
 from deepar_cli.errors import HyperparameterError, UsageError
 from deepar_cli.frequency import VALID_FREQUENCIES, pandas_freq
 
@@ -50,7 +51,7 @@ class Hyperparameters:
 
 
 def _fail(name: str, expected: str, value: Any) -> HyperparameterError:
-    shown = value if isinstance(value, str) else json.dumps(value)
+    shown = value if isinstance(value, str) else jsontext.show(value)
     return HyperparameterError(f'hyperparameter "{name}" must be {expected}, got "{shown}"')
 
 
@@ -99,7 +100,7 @@ def _list(value: Any) -> Any:
     """SageMaker writes lists as strings: "[0.1, 0.5]"."""
     if isinstance(value, str) and value.strip().startswith("["):
         try:
-            return json.loads(value)
+            return jsontext.loads(value)
         except json.JSONDecodeError:
             return value
     return value
@@ -180,9 +181,14 @@ _IGNORED = ("_tuning_objective_metric", "_kvstore", "_num_gpus", "_num_kv_server
 def read_file(path: Path) -> Dict[str, Any]:
     """Read a SageMaker `hyperparameters.json` (a JSON object, values often strings)."""
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+        data = jsontext.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise HyperparameterError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise HyperparameterError(f"{path}:{line}: not UTF-8 text (byte "
+                                  f"0x{raw[exc.start]:02x})") from None
     except json.JSONDecodeError as exc:
         raise HyperparameterError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):

@@ -6,7 +6,8 @@ so the same request gives the same bytes from either.
 
 from __future__ import annotations
 
-import contextlib
+import io
+import itertools
 import json
 import math
 import os
@@ -15,6 +16,8 @@ from typing import Any, Dict, IO, Iterable, Iterator, List, Mapping, Optional, S
 
 import orjson
 
+from deepar_cli import jsontext
+from deepar_cli.channels import gzip_errors
 from deepar_cli.dataset import to_entry
 from deepar_cli.errors import DataError, RequestError, UsageError
 from deepar_cli.forecasting import MAX_NUM_SAMPLES, sample_paths, summarize
@@ -162,14 +165,18 @@ def dumps(obj: Any) -> bytes:
 
 def parse_json(body: bytes, what: str = "request body") -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return jsontext.loads(body)
+    except json.JSONDecodeError as exc:
         raise RequestError(f"{what} is not valid JSON ({exc})") from None
 
 
 def answer_request(model: Model, body: bytes, *, seed: int) -> bytes:
     """An endpoint request ({"instances": [...], "configuration": {...}}) -> response bytes."""
-    request = parse_json(body)
+    return answer_object(model, parse_json(body), seed=seed)
+
+
+def answer_object(model: Model, request: Any, *, seed: int) -> bytes:
+    """A decoded endpoint request -> response bytes."""
     if not isinstance(request, dict):
         raise RequestError(f"the request must be a JSON object, got {_show(request)}")
     if "instances" not in request:
@@ -199,8 +206,8 @@ def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, 
             continue
         where = f"{source}:{number}"
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            obj = jsontext.loads(line)
+        except json.JSONDecodeError as exc:
             raise RequestError(f"{where}: not valid JSON ({exc})") from None
         pending.append(_instance(model, obj, where, extra))
         if len(pending) == chunk:
@@ -218,8 +225,8 @@ def _lines(model: Model, records: List[Record], config: InferenceConfig, seed: i
 def looks_like_request(first_line: bytes) -> bool:
     """True unless the first line is a complete SageMaker record (JSON Lines input)."""
     try:
-        obj = orjson.loads(first_line)
-    except orjson.JSONDecodeError:
+        obj = jsontext.loads(first_line)
+    except json.JSONDecodeError:
         return True
     return not (isinstance(obj, dict) and "instances" not in obj)
 
@@ -230,29 +237,53 @@ def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: Infer
     """Answer a whole endpoint request or JSON Lines of records from `source`; return how
     many predictions were written to `sink`. A request carries its own "configuration",
     so a configuration given for JSON Lines (`config_given`) is refused for one."""
-    first = source.readline()
+    first, number = source.readline(), 1
     while first and not first.strip():
-        first = source.readline()
+        first, number = source.readline(), number + 1
     if not first:
         raise RequestError(f"{name}: the input is empty")
-    if looks_like_request(first):
-        if config_given:
-            raise UsageError(f'{name} is an endpoint request, which carries its own '
-                             '"configuration"; a configuration given beside it applies to '
-                             "JSON Lines input only")
-        body = first + source.read()
-        response = answer_request(model, body, seed=seed)
-        sink.write(response)  # byte for byte what the endpoint answers
-        return len(orjson.loads(response)["predictions"])
-    from tqdm import tqdm
+    if not looks_like_request(first):
+        return _write_lines(model, itertools.chain([first], source), sink, config, seed=seed,
+                            name=name, first_line=number, progress=progress)
+    body = first + source.read()
+    try:
+        request = jsontext.loads(body)
+    except json.JSONDecodeError as exc:
+        if _is_json(first):  # a value, then more: JSON Lines whose first line is no record
+            return _write_lines(model, io.BytesIO(body), sink, config, seed=seed, name=name,
+                                first_line=number, progress=progress)
+        raise RequestError(f"{name}:{number + exc.lineno - 1}: not valid JSON ({exc.msg})"
+                           ) from None
+    if config_given:
+        raise UsageError(f'{name} is an endpoint request, which carries its own '
+                         '"configuration"; a configuration given beside it applies to '
+                         "JSON Lines input only")
+    try:
+        response = answer_object(model, request, seed=seed)
+    except RequestError as exc:
+        raise RequestError(f"{name}: {exc}") from None
+    sink.write(response)  # byte for byte what the endpoint answers
+    return len(orjson.loads(response)["predictions"])
 
-    def lines() -> Iterator[bytes]:
-        yield first
-        yield from source
+
+def _is_json(line: bytes) -> bool:
+    try:
+        jsontext.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def _write_lines(model: Model, lines: Iterable[bytes], sink: IO[bytes],
+                 config: InferenceConfig, *, seed: int, name: str, first_line: int,
+                 progress: bool) -> int:
+    """Answer JSON Lines of records into `sink`; return how many predictions it got."""
+    from tqdm import tqdm
 
     count = 0
     with tqdm(desc="forecasting", unit=" series", disable=not progress) as bar:
-        for out in answer_lines(model, lines(), config, seed=seed, source=name):
+        for out in answer_lines(model, lines, config, seed=seed, source=name,
+                                first_line=first_line):
             sink.write(out)
             count += 1
             bar.update()
@@ -262,7 +293,7 @@ def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: Infer
 def config_from_json(text: str, source: Optional[str] = None) -> InferenceConfig:
     """A configuration given as JSON text; errors begin with `source` when given."""
     try:
-        return InferenceConfig.parse(json.loads(text))
+        return InferenceConfig.parse(jsontext.loads(text))
     except json.JSONDecodeError as exc:
         raise RequestError(f"{source or 'the configuration'} is not valid JSON ({exc.msg})"
                            ) from None
@@ -314,19 +345,6 @@ def run_batch_transform(model: Model, input_path: "os.PathLike[str] | str",
                                 config_given=config_given, progress=progress)
 
 
-@contextlib.contextmanager
-def gzip_errors(name: str) -> Iterator[None]:
-    """A broken `.gz` input is bad data (not an OSError, which would read as an output
-    that cannot be written)."""
-    import gzip
-    import zlib
-
-    try:
-        yield
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"{name}: not a readable gzip file ({exc})") from None
-
-
 def transform_shard(model: Model, data: bytes, config: InferenceConfig, *, seed: int,
                     name: str, first_line: int, whole: bool, config_given: bool = False
                     ) -> Tuple[bytes, int]:
@@ -334,8 +352,6 @@ def transform_shard(model: Model, data: bytes, config: InferenceConfig, *, seed:
     `first_line` of `name`, or (`whole`) a whole file, read as `run_batch_transform` reads
     one. Returns the output bytes, equal to that part of the single-process output, and
     how many predictions they hold."""
-    import io
-
     if whole:
         sink = io.BytesIO()
         count = predict_file(model, io.BytesIO(data), sink, config, seed=seed, name=name,

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from deepar_cli import __version__
+from deepar_cli import __version__, jsontext
 from deepar_cli.atomic import prepare_dir, refuse_foreign_dir, refuse_overlap, write_json
 from deepar_cli.dataset import Features
-from deepar_cli.errors import HyperparameterError, ModelError
+from deepar_cli.errors import HyperparameterError, ModelError, reason
 from deepar_cli.hyperparameters import Hyperparameters, resolve
 
 FORMAT_VERSION = 1
@@ -65,8 +65,8 @@ def prepare(folder: Path, inputs: Sequence[Any]) -> None:
     holds no and lies in no input channel, and it is new, empty or a model folder, so
     replacing it loses nothing deepar-cli did not write. Raises UsageError or OutputError."""
     refuse_overlap(folder, inputs, "--model-dir", replaced=True)
+    prepare_dir(folder, replace=True)
     refuse_foreign_dir(folder, ENTRIES, "model folder")
-    prepare_dir(folder)
 
 
 def write(folder: Path, predictor: Any, hp: Hyperparameters, features: Features,
@@ -172,9 +172,9 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
     if missing:
         raise ModelError(f"{folder}: not a deepar-cli model folder ({missing[0]} is missing)")
     try:
-        hp = resolve(json.loads((folder / "hyperparameters.json").read_text()))
-        meta = json.loads((folder / "model.json").read_text())
-        summary = json.loads((folder / "training.json").read_text())
+        hp = resolve(jsontext.loads((folder / "hyperparameters.json").read_text()))
+        meta = jsontext.loads((folder / "model.json").read_text())
+        summary = jsontext.loads((folder / "training.json").read_text())
         features = _features(meta)
         members = meta.get("ensemble")
         if members is not None and not (isinstance(members, list) and members
@@ -199,9 +199,8 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
     except ModelError:
         raise
     except Exception as exc:  # MXNet raises several kinds for a file that does not fit
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{folder}: the weights in {WEIGHTS} cannot be loaded "
-                         f"({reason})") from None
+                         f"({reason(exc)})") from None
     if accelerated:
         from deepar_cli.acceleration import accelerate
 

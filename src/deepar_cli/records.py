@@ -8,6 +8,7 @@ A record is one JSON object (or Parquet row):
 
 from __future__ import annotations
 
+import datetime
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
@@ -15,6 +16,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import orjson
 import pandas as pd
+
+from deepar_cli import jsontext
 
 # DeepAR computes in float32: past about 1e35 its samples overflow to inf/NaN, and MXNet's
 # gamma sampler (Student-T, negative binomial) never returns on NaN. Refuse such values.
@@ -48,7 +51,7 @@ def _json_numbers(values: np.ndarray) -> List[Any]:
 
 def show_value(value: Any) -> str:
     """A value as JSON (or repr), cut to 40 characters, for error messages."""
-    text = orjson.dumps(value).decode() if _jsonable(value) else repr(value)
+    text = orjson.dumps(value).decode() if _jsonable(value) else jsontext.outline(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -94,6 +97,14 @@ def _numbers(values: Any, name: str, allow_missing: bool) -> np.ndarray:
     return array
 
 
+def start_text(value: Any) -> Any:
+    """A `start` held as a date or time value (a Parquet timestamp or date column, a pandas
+    Timestamp, a numpy datetime64) as the text a JSON record holds; anything else as is."""
+    if isinstance(value, (datetime.date, np.datetime64)):  # pd.Timestamp is a datetime
+        return str(pd.Timestamp(value))
+    return value
+
+
 def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
     """Validate one decoded record; raise ValueError naming the field on the first problem.
 
@@ -104,7 +115,7 @@ def parse_record(obj: Any, *, extra_feat_length: int = 0) -> Record:
         raise ValueError(f"a record must be a JSON object, got {show_value(obj)}")
     if "start" not in obj:
         raise ValueError('"start" is missing')
-    start = obj["start"]
+    start = start_text(obj["start"])
     try:
         # pandas reads "", "now" and "today" too; SageMaker wants a fixed timestamp.
         if not isinstance(start, str) or start.strip().lower() in ("now", "today"):

@@ -26,6 +26,7 @@ class DatasetStats:
     num_cat: Optional[int] = None
     num_dynamic_feat: Optional[int] = None
     cat_max: List[int] = field(default_factory=list)
+    cat_max_source: List[str] = field(default_factory=list)  # the first record holding each
     min_length: int = 0
     max_length: int = 0
 
@@ -45,8 +46,11 @@ class DatasetStats:
             self.num_cat = len(record.cat)
             if not self.cat_max:
                 self.cat_max = list(record.cat)
-            else:
-                self.cat_max = [max(a, b) for a, b in zip(self.cat_max, record.cat)]
+                self.cat_max_source = [record.source] * len(record.cat)
+            for index, value in enumerate(record.cat):
+                if value > self.cat_max[index]:
+                    self.cat_max[index] = value
+                    self.cat_max_source[index] = record.source
         if record.dynamic_feat is not None:
             self.num_dynamic_feat = len(record.dynamic_feat)
 

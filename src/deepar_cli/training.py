@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 
 from deepar_cli import memory, modelfolder
@@ -18,11 +20,12 @@ from deepar_cli.dataset import (
     check_likelihood_domain,
     read_with_stats,
     require_held_out,
+    require_observed,
     resolve_features,
     source_name,
     to_entries,
 )
-from deepar_cli.errors import DataError, UsageError
+from deepar_cli.errors import DataError, OutputError, UsageError, reason
 from deepar_cli.hyperparameters import Hyperparameters
 from deepar_cli.seeding import DEFAULT_SEED, seed_everything
 from deepar_cli.windows import MAX_SHUFFLE_BUFFER, epoch_plan, pass_sampler
@@ -188,6 +191,23 @@ class EpochLogger:
         return True
 
 
+@contextlib.contextmanager
+def _writes(model_dir: Path, where: Optional[Path] = None) -> Iterator[None]:
+    """MXNet reports a write the OS refused (a full disk, a file size limit) as an
+    MXNetError with a C++ traceback: make it an OutputError naming the model folder and
+    `where` the write went, if not into the model folder."""
+    from mxnet.base import MXNetError
+
+    try:
+        yield
+    except MXNetError as exc:
+        if "FileStream.Write incomplete" not in str(exc):
+            raise
+        place = "" if where is None else f" in {where}"
+        raise OutputError(f"{model_dir}: cannot be written (saving the network's parameters"
+                          f"{place} failed: {reason(exc)}; is the disk full?)") from None
+
+
 def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
           test_channel: Optional[Source] = None, seed: int = DEFAULT_SEED, rnn: str = "fused",
           average_epochs: int = 0, log: Log = lambda event, figures: None) -> Dict[str, Any]:
@@ -204,13 +224,15 @@ def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
     modelfolder.prepare(model_dir, [train_channel, test_channel])  # before any work
     records, train_stats = read_with_stats(train_channel)
     log("dataset", {"channel": "train", **train_stats.as_dict()})
+    require_observed(train_stats, train_channel)
     check_likelihood_domain(hp, train_stats, train_channel)
     features = resolve_features(hp, train_stats)
     test_entries = None
     if test_channel is not None:
         test_records, test_stats = read_with_stats(test_channel)
         log("dataset", {"channel": "test", **test_stats.as_dict()})
-        require_held_out(test_records, hp.prediction_length, " to hold out its last points")
+        require_held_out(test_records, hp.prediction_length, test_channel,
+                         " to hold out its last points")
         test_entries = to_entries(test_records, hp.freq, features)
     entries = to_entries(records, hp.freq, features)
     del records
@@ -235,8 +257,10 @@ def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
     estimator = build_estimator(hp, features, num_batches,
                                 [epochs.as_callback(), *_weight_averaging(average_epochs)], rnn)
     tic = time.perf_counter()
-    predictor = estimator.train(entries, cache_data=True, shuffle_buffer_length=min(
-        plan["training_windows"] * plan["passes"], MAX_SHUFFLE_BUFFER))
+    # GluonTS's trainer saves each epoch's parameters in a temporary folder.
+    with _writes(model_dir, Path(tempfile.gettempdir())):
+        predictor = estimator.train(entries, cache_data=True, shuffle_buffer_length=min(
+            plan["training_windows"] * plan["passes"], MAX_SHUFFLE_BUFFER))
     train_seconds = time.perf_counter() - tic
     trained_samples = len(epochs.history) * samples
     summary: Dict[str, Any] = {
@@ -255,7 +279,8 @@ def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
                   "epochs_run": len(epochs.history), "train_seconds": summary["train_seconds"],
                   "train_samples_per_second": summary["train_samples_per_second"]})
     with atomic_dir(model_dir) as folder:
-        modelfolder.write(folder, predictor, hp, features, summary)
+        with _writes(model_dir):
+            modelfolder.write(folder, predictor, hp, features, summary)
         if test_entries is not None:
             # Score the folder as written, so `evaluate` later gives the same figures.
             metrics = evaluation.test_scores(modelfolder.load(folder), test_entries, seed=seed)

@@ -593,10 +593,11 @@ def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: 
     is scored ("test", "holdout" or "train"), the train channel's shape and the held-out
     channels to write."""
     from deepar_cli.dataset import (check_likelihood_domain, read_with_stats,
-                                    require_held_out, resolve_features)
+                                    require_held_out, require_observed, resolve_features)
 
     records, stats = read_with_stats(train)
     log("dataset", {"channel": "train", **stats.as_dict()})
+    require_observed(stats, train)
     features = resolve_features(base, stats)
     memory.check_training(_smallest_trial(base, config), features.cardinality,
                           features.num_dynamic_feat, num_observations=stats.num_observations,
@@ -607,7 +608,8 @@ def _channels(train: Path, test: Optional[Path], base: Hyperparameters, config: 
     if test is not None:
         test_records, test_stats = read_with_stats(test)
         log("dataset", {"channel": "test", **test_stats.as_dict()})
-        require_held_out(test_records, base.prediction_length, " to hold out its last points")
+        require_held_out(test_records, base.prediction_length, test,
+                         " to hold out its last points")
         return train, test, "test", shape, []
     if config.objective == "train:final_loss":
         return train, None, "train", shape, []

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from deepar_cli import jsontext
 from deepar_cli.errors import HyperparameterError
 from deepar_cli.hyperparameters import SCHEMA, Hyperparameters, read_file, resolve
 
@@ -128,7 +129,7 @@ def _join(field: str, key: str) -> str:
 
 def _shown(value: Any) -> str:
     """A value as JSON, for messages: strings quoted."""
-    return json.dumps(value)
+    return jsontext.show(value)
 
 
 def _fields(value: Any, source: str, field: str, allowed: Sequence[str],

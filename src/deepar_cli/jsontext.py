@@ -1,0 +1,46 @@
+"""The one decoder for JSON that users hand in: hyperparameters and tuning files, inference
+configurations, model folders' files, channels' records, requests.
+
+Every reader decodes with orjson, so all follow the same rules: strict JSON (no NaN or
+Infinity literals), UTF-8, and nesting capped at MAX_DEPTH levels. Python's json has no cap
+of its own: JSON nested a thousand deep raises RecursionError there, not a decoding error.
+Every failure is a `json.JSONDecodeError` (orjson's subclasses it: msg, lineno, colno),
+which each reader turns into the typed error of what it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import reprlib
+from typing import Any, Union
+
+import orjson
+
+MAX_DEPTH = 1024  # orjson's own limit: deeper nesting is a decoding error
+
+_OUTLINE = reprlib.Repr()
+_OUTLINE.maxlevel = 3
+_OUTLINE.maxstring = _OUTLINE.maxother = 80
+
+
+def loads(data: Union[bytes, str]) -> Any:
+    """Decode one JSON document; raise json.JSONDecodeError for anything that is not JSON
+    or is nested more than MAX_DEPTH levels deep."""
+    return orjson.loads(data)
+
+
+
+def outline(value: Any) -> str:
+    """A short repr of any value with its nesting cut after a few levels (`[[[[...]]]]`),
+    for messages: repr() and json.dumps() of a value nested hundreds deep raise
+    RecursionError."""
+    return _OUTLINE.repr(value)
+
+
+def show(value: Any) -> str:
+    """A decoded value as JSON text (Python json's spacing) for messages; its outline when
+    it is nested too deep to write."""
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        return outline(value)
