@@ -322,6 +322,9 @@ def test_request_seed(runner, models, base, tmp_path) -> None:
     ({"instances": [{"start": START, "target": [1.0]}], "configuration": {"top_k": 3}},
      '"configuration" has an unknown field "top_k"; valid: num_samples, output_types, '
      'quantiles'),
+    ({"instances": [{"start": START, "target": [1.0]}], "configuration": {"top\nk": 3}},
+     '"configuration" has an unknown field "top\\nk"; valid: num_samples, output_types, '
+     'quantiles'),
     ([1, 2], "the request must be a JSON object, got [1,2]"),
 ])
 def test_bad_requests(runner, models, tmp_path, body, message) -> None:
