@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
@@ -49,9 +50,19 @@ class Hyperparameters:
         return asdict(self)
 
 
+_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks and control characters escaped (\\n, \\x00), so a message
+    quoting a user's value stays one line."""
+    return _BREAKS.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def _fail(name: str, expected: str, value: Any) -> HyperparameterError:
     shown = value if isinstance(value, str) else json.dumps(value)
-    return HyperparameterError(f'hyperparameter "{name}" must be {expected}, got "{shown}"')
+    return HyperparameterError(f'hyperparameter "{name}" must be {expected}, '
+                               f'got "{_one_line(shown)}"')
 
 
 def _integer(low: int, high: Optional[int] = None) -> Callable[[str, Any], int]:
@@ -195,7 +206,7 @@ def resolve(values: Mapping[str, Any]) -> Hyperparameters:
     unknown = sorted(set(values) - set(SCHEMA) - set(_IGNORED))
     if unknown:
         raise HyperparameterError(
-            f'unknown hyperparameter "{unknown[0]}"; valid: {", ".join(SCHEMA)}'
+            f'unknown hyperparameter "{_one_line(unknown[0])}"; valid: {", ".join(SCHEMA)}'
         )
     missing = [name for name in REQUIRED if values.get(name) in (None, "")]
     if missing:
