@@ -51,7 +51,8 @@ KNOWN_GAPS = {
     # JSON nested thousands deep in hyperparameters, --config or DEEPAR_INFERENCE_CONFIG:
     # RecursionError, exit 1.
     "deep-nesting",
-    # A `cat` value of 10^8 with cardinality auto: MXNet cannot allocate the embedding.
+    # A `cat` value of 10^8 (or 2^63) with cardinality auto: MXNet cannot allocate the
+    # embedding.
     "huge-cat",
     # A train channel with no observed value: trains a model with loss 0.
     "all-nan-channel",
@@ -168,9 +169,9 @@ def mutated_record(draw: Any, features: bool, extra: int = 0) -> Any:
             target[where:where + draw(st.integers(0, 1))] = [what]
         elif kind == "cat":
             record["cat"] = draw(st.one_of(
-                st.lists(st.integers(-2, 5), max_size=3), st.just([3]), st.just([2**63]),
-                st.just([1.5]), st.just([True]), st.just(7), st.just([[0]]),
-                gap("huge-cat", st.just([10**8]))))
+                st.lists(st.integers(-2, 5), max_size=3), st.just([3]), st.just([1.5]),
+                st.just([True]), st.just(7), st.just([[0]]),
+                gap("huge-cat", st.sampled_from([[10**8], [2**63]]))))
         elif kind == "feat":
             rows = record.get("dynamic_feat")
             if not (isinstance(rows, list) and rows and all(isinstance(r, list) and r
@@ -398,7 +399,7 @@ def assert_cli_outcome(result: Result, command: str, folder: Path, before: List[
         return True
     assert result.exit_code in TYPED_EXIT_CODES, (result.exit_code, stderr, result.exception)
     lines = stderr.splitlines()
-    if result.exit_code == 64 and lines[0].startswith("Usage: "):  # click's own usage error
+    if result.exit_code == 64 and lines and lines[0].startswith("Usage: "):  # click's form
         assert stderr == usage_error(command, lines[-1][len("Error: "):]), stderr
     else:
         assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
@@ -531,7 +532,7 @@ def test_train_with_fuzzed_hyperparameters_trains_or_exits_typed(small_channel: 
 # --------------------------------------------------------------------------- (c) requests
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=50)
 @given(body=request_body())
 def test_requests_are_answered_or_refused_in_one_line(tiny_feature_model: SimpleNamespace,
                                                       body: bytes) -> None:
@@ -711,7 +712,7 @@ def responses(data: bytes) -> Iterator[Tuple[int, Dict[str, str], bytes]]:
         data = data[size:]
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=100)
 @given(requests=st.lists(http_request(), min_size=1, max_size=2))
 def test_raw_http_gets_2xx_or_json_4xx_and_the_server_lives(
         fuzz_server: Server, requests: List[Tuple[bytes, bool]]) -> None:
@@ -729,8 +730,9 @@ def test_raw_http_gets_2xx_or_json_4xx_and_the_server_lives(
         unknown_coding = status == 501 and b"Transfer-Encoding: gzip" in requests[0][0]
         assert 400 <= status < 500 or unknown_coding, (status, body, requests)
         assert isinstance(orjson.loads(body)["error"], str), body
-    if requests[0][1] and answers:  # ambiguous framing: refused, and nothing after it
-        assert answers[0][0] == 400 and len(answers) == 1, answers
+    if requests[0][1] and answers:  # ambiguous framing: refused, and the connection closed
+        assert answers[0][0] >= 400 and answers[0][1].get("connection") == "close", answers
+        assert len(answers) == 1, answers
     assert fuzz_server.proc.poll() is None, fuzz_server.text()
     assert fuzz_server.http.get(fuzz_server.url + "/ping", timeout=10).status_code == 200
     assert "Traceback" not in fuzz_server.text()
