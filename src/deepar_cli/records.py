@@ -46,9 +46,15 @@ def _json_numbers(values: np.ndarray) -> List[Any]:
     return ["NaN" if math.isnan(v) else v for v in values.tolist()]
 
 
+# Line breaks that JSON leaves unescaped (str.splitlines breaks on them): a message quoting
+# a value must stay one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def show_value(value: Any) -> str:
     """A value as JSON (or repr), cut to 40 characters, for error messages."""
-    text = orjson.dumps(value).decode() if _jsonable(value) else repr(value)
+    text = orjson.dumps(value).decode().translate(_LINE_BREAKS) if _jsonable(value) \
+        else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
