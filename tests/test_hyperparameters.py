@@ -35,6 +35,7 @@ BAD_VALUES = [
     ("time_freq", "X", FREQ_RANGE, "X"),
     ("time_freq", "0H", FREQ_RANGE, "0H"),
     ("time_freq", "fortnight", FREQ_RANGE, "fortnight"),
+    ("time_freq", "H\nD", FREQ_RANGE, "H\\nD"),  # a line break is shown escaped
     ("context_length", "0", "an integer in [1, 10000]", "0"),
     ("context_length", "1.5", "an integer in [1, 10000]", "1.5"),
     ("context_length", "abc", "an integer in [1, 10000]", "abc"),
@@ -47,6 +48,7 @@ BAD_VALUES = [
     ("epochs", 1e400, "an integer in [1, 10000]", "Infinity"),
     ("likelihood", "normal", LIKELIHOOD_RANGE, "normal"),
     ("likelihood", "Student-T", LIKELIHOOD_RANGE, "Student-T"),
+    ("likelihood", "gaussian\u2028\x00", LIKELIHOOD_RANGE, "gaussian\\u2028\\u0000"),
     ("num_cells", 0, "an integer in [1, 1000]", "0"),
     ("num_cells", "1001", "an integer in [1, 1000]", "1001"),
     ("num_layers", 0, "an integer in [1, 8]", "0"),
@@ -101,6 +103,12 @@ def test_unknown_name():
     with pytest.raises(HyperparameterError) as info:
         resolve({**REQUIRED, "num_hidden": "40"})
     assert str(info.value) == f'unknown hyperparameter "num_hidden"; valid: {VALID_NAMES}'
+
+
+def test_unknown_name_with_a_line_break_is_one_line():
+    with pytest.raises(HyperparameterError) as info:
+        resolve({**REQUIRED, "num\nhidden": "40"})
+    assert str(info.value) == f'unknown hyperparameter "num\\nhidden"; valid: {VALID_NAMES}'
 
 
 def test_sagemaker_infrastructure_names_are_ignored():

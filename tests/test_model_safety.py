@@ -174,10 +174,11 @@ def test_a_payload_in_each_json_value_of_a_model_folder_never_runs(hostile: Any)
 def test_a_weights_file_that_does_not_fit_is_refused_in_one_line(hostile: Any) -> None:
     weights = hostile.folder / modelfolder.WEIGHTS
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ModelError, match=r"^.*model: the weights in "
-                                         r"predictor/prediction_net-0000\.params cannot be "
-                                         r"loaded \(.*\)$"):
+    with pytest.raises(ModelError) as info:
         modelfolder.load(hostile.folder)
+    assert str(info.value) == (f"{hostile.folder}: the weights in "
+                               "predictor/prediction_net-0000.params cannot be loaded "
+                               "(Invalid NDArray file format)")
 
 
 def test_a_weights_file_linked_from_outside_the_folder_is_refused(hostile: Any,

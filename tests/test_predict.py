@@ -322,6 +322,9 @@ def test_request_seed(runner, models, base, tmp_path) -> None:
     ({"instances": [{"start": START, "target": [1.0]}], "configuration": {"top_k": 3}},
      '"configuration" has an unknown field "top_k"; valid: num_samples, output_types, '
      'quantiles'),
+    ({"instances": [{"start": START, "target": [1.0]}], "configuration": {"top\nk": 3}},
+     '"configuration" has an unknown field "top\\nk"; valid: num_samples, output_types, '
+     'quantiles'),
     ([1, 2], "the request must be a JSON object, got [1,2]"),
 ])
 def test_bad_requests(runner, models, tmp_path, body, message) -> None:
@@ -399,7 +402,8 @@ def test_a_broken_params_file_is_one_line(runner, models, base, jsonl, tmp_path,
     out = tmp_path / "p.json"
     result = predict(runner, folder, jsonl(base[:1]), out)
     assert result.exit_code == 66
-    assert result.stderr == (f"Error: {folder}: the GluonTS predictor cannot be loaded "
+    assert result.stderr == (f"Error: {folder}: the weights in "
+                             "predictor/prediction_net-0000.params cannot be loaded "
                              "(Invalid NDArray file format)\n")
     assert not out.exists()
 

@@ -83,6 +83,13 @@ def test_long_values_are_shortened_in_messages(tmp_path):
     assert read_error(path) == f'{path}:1: "target" must be a list of numbers, got "{"x" * 36}...'
 
 
+def test_line_separators_in_values_are_escaped_in_messages(tmp_path):
+    """JSON leaves U+2028 and NEL unescaped; the message must still be one line."""
+    path = write_lines(tmp_path / "train.json", [{"start": "a\u2028b\x85c", "target": [1]}])
+    assert read_error(path) == (f'{path}:1: "start" must be a timestamp like '
+                                '"2016-01-01 00:00:00", got "a\\u2028b\\u0085c"')
+
+
 def test_invalid_json_line(tmp_path):
     path = write_lines(tmp_path / "train.json", [good(), '{"start": "2016-01-01", "target": [1,'])
     message = read_error(path)

@@ -52,7 +52,8 @@ class Hyperparameters:
 
 def _fail(name: str, expected: str, value: Any) -> HyperparameterError:
     shown = value if isinstance(value, str) else jsontext.show(value)
-    return HyperparameterError(f'hyperparameter "{name}" must be {expected}, got "{shown}"')
+    return HyperparameterError(f'hyperparameter "{name}" must be {expected}, '
+                               f'got "{jsontext.one_line(shown)}"')
 
 
 def _integer(low: int, high: Optional[int] = None) -> Callable[[str, Any], int]:
@@ -201,7 +202,7 @@ def resolve(values: Mapping[str, Any]) -> Hyperparameters:
     unknown = sorted(set(values) - set(SCHEMA) - set(_IGNORED))
     if unknown:
         raise HyperparameterError(
-            f'unknown hyperparameter "{unknown[0]}"; valid: {", ".join(SCHEMA)}'
+            f'unknown hyperparameter "{jsontext.one_line(unknown[0])}"; valid: {", ".join(SCHEMA)}'
         )
     missing = [name for name in REQUIRED if values.get(name) in (None, "")]
     if missing:

@@ -75,8 +75,8 @@ class InferenceConfig:
             raise RequestError(f'"configuration" must be a JSON object, got {_show(config)}')
         unknown = sorted(set(config) - {"num_samples", "output_types", "quantiles"})
         if unknown:
-            raise RequestError(f'"configuration" has an unknown field "{unknown[0]}"; valid: '
-                               "num_samples, output_types, quantiles")
+            raise RequestError(f'"configuration" has an unknown field {_show(unknown[0])}; '
+                               "valid: num_samples, output_types, quantiles")
         fields: Dict[str, Any] = {}
         if "num_samples" in config:
             fields["num_samples"] = config["num_samples"]

@@ -11,12 +11,17 @@ which each reader turns into the typed error of what it reads.
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from typing import Any, Union
 
 import orjson
 
 MAX_DEPTH = 1024  # orjson's own limit: deeper nesting is a decoding error
+
+# Line breaks and control characters: JSON text leaves U+0085, U+2028 and U+2029 as they
+# are, and str.splitlines breaks on them.
+_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 _OUTLINE = reprlib.Repr()
 _OUTLINE.maxlevel = 3
@@ -44,3 +49,9 @@ def show(value: Any) -> str:
         return json.dumps(value)
     except RecursionError:
         return outline(value)
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and control characters escaped as JSON escapes them (\\n,
+    \\u0000, \\u2028), so a message quoting a user's value stays one line."""
+    return _BREAKS.sub(lambda match: json.dumps(match.group(), ensure_ascii=True)[1:-1], text)

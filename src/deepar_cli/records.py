@@ -51,7 +51,8 @@ def _json_numbers(values: np.ndarray) -> List[Any]:
 
 def show_value(value: Any) -> str:
     """A value as JSON (or repr), cut to 40 characters, for error messages."""
-    text = orjson.dumps(value).decode() if _jsonable(value) else jsontext.outline(value)
+    text = jsontext.one_line(orjson.dumps(value).decode()) if _jsonable(value) \
+        else jsontext.outline(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
