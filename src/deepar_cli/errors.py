@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class DeepARCliError(Exception):
     """Base class: a problem the user can fix, reported as one line."""
@@ -54,8 +56,6 @@ class Interrupted(BaseException):
     """
 
     def __init__(self, signum: int) -> None:
-        import signal
-
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
         self.exit_code = 128 + signum

@@ -19,8 +19,8 @@ def _raise(signum: int, frame: Any) -> None:
 @contextlib.contextmanager
 def raising() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise `Interrupted` in the main thread; the
-    previous handlers come back after it. A signal ignored on entry (`nohup`, a shell's
-    background job) stays ignored; outside the main thread this does nothing."""
+    previous handlers come back after it. A signal ignored on entry (SIGINT in a background
+    job of a shell script) stays ignored; outside the main thread this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
