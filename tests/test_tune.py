@@ -666,7 +666,7 @@ def test_a_killed_tune_runs_the_lost_trial_again_on_resume(tiny_data, tmp_path):
     # SIGKILL of the whole process group once trial 0 is complete and trial 1 is training.
     run = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env=_subprocess_env(), start_new_session=True)
-    log, deadline = out / "trials" / "1" / "log.jsonl", time.time() + 180
+    log, deadline = out / "trials" / "1" / "log.jsonl", time.time() + 300
     try:
         while not (log.exists() and '"event": "epoch"' in log.read_text()):
             assert time.time() < deadline and run.poll() is None, run.communicate()
@@ -680,7 +680,7 @@ def test_a_killed_tune_runs_the_lost_trial_again_on_resume(tiny_data, tmp_path):
     # The resume finds trial 1's process gone at once (no 2 minutes for a stale heartbeat),
     # runs its point again first, and finishes exactly MaxNumberOfTrainingJobs trials.
     resume = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(),
-                            timeout=300)
+                            timeout=420)
     assert resume.returncode == 0, resume.stderr
     study = load_study(out)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
