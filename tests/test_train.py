@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -680,3 +684,46 @@ def test_a_full_disk_writing_the_model_folder_is_an_output_error(tiny_data, tiny
                              "parameters failed: FileStream.Write incomplete; is the disk "
                              "full?)\n")
     assert list(tmp_path.iterdir()) == []  # neither the model nor its temporary folder
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def _interrupt_training(args: List[str], signum: int) -> "subprocess.CompletedProcess[str]":
+    """`deepar-cli train` in a subprocess, sent `signum` once it has logged its first epoch."""
+    run = subprocess.Popen([sys.executable, "-m", "deepar_cli", *args], text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = []
+        for line in run.stdout:  # the log lines, flushed as they happen
+            seen.append(line)
+            if line.startswith("#epoch 1:"):
+                run.send_signal(signum)
+                break
+        out, err = run.communicate(timeout=120)
+        return subprocess.CompletedProcess(run.args, run.returncode, "".join(seen) + out, err)
+    finally:
+        run.kill()
+
+
+@pytest.mark.parametrize("signum, earlier", [(signal.SIGINT, False), (signal.SIGTERM, True)],
+                         ids=["SIGINT", "SIGTERM-over-a-model"])
+def test_an_interrupted_train_writes_no_model(tiny_data, tiny_hp, tmp_path, tiny_model, signum,
+                                              earlier):
+    # GluonTS's trainer catches KeyboardInterrupt and saves the epochs so far: neither a
+    # model folder nor a temporary one may be left, and an earlier model stays whole.
+    model_dir = tmp_path / "model"
+    if earlier:
+        shutil.copytree(tiny_model.dir, model_dir)
+    result = _interrupt_training(["train", "--train", str(tiny_data.train), "--model-dir",
+                                  str(model_dir), "--quiet",
+                                  *hp_args({**tiny_hp, "epochs": 50})], signum)
+    assert result.returncode == 128 + signum, (result.stdout, result.stderr)
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: interrupted by {signal.Signals(signum).name}; unfinished outputs were "
+        "discarded")
+    assert "#final loss" not in result.stdout and "model saved" not in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["model"] if earlier else [])
+    if earlier:
+        assert (model_dir / "training.json").read_text() == (
+            tiny_model.dir / "training.json").read_text()

@@ -657,6 +657,42 @@ def test_sigterm_stops_running_trials_cleanly_and_a_rerun_resumes(tiny_data, tmp
     assert trial.params == waiting[0].system_attrs["fixed_params"]
 
 
+def test_a_killed_tune_runs_the_lost_trial_again_on_resume(tiny_data, tmp_path):
+    args = tune_args(tiny_data, tmp_path, config(ResourceLimits={
+        "MaxNumberOfTrainingJobs": 2}), {**STATIC, "epochs": 5}) + [
+        "--final-model", "trials", "--no-calibrate"]
+    command = [sys.executable, "-m", "deepar_cli", *args]
+    out = tmp_path / "out"
+    # SIGKILL of the whole process group once trial 0 is complete and trial 1 is training.
+    run = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=_subprocess_env(), start_new_session=True)
+    log, deadline = out / "trials" / "1" / "log.jsonl", time.time() + 300
+    try:
+        while not (log.exists() and '"event": "epoch"' in log.read_text()):
+            assert time.time() < deadline and run.poll() is None, run.communicate()
+            time.sleep(0.1)
+        os.killpg(run.pid, signal.SIGKILL)
+        first = run.communicate(timeout=60)[0]
+    finally:
+        run.kill()
+    killed = load_study(out).trials[1]
+    assert [t.state.name for t in load_study(out).trials] == ["COMPLETE", "RUNNING"]
+    # The resume finds trial 1's process gone at once (no 2 minutes for a stale heartbeat),
+    # runs its point again first, and finishes exactly MaxNumberOfTrainingJobs trials.
+    resume = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(),
+                            timeout=420)
+    assert resume.returncode == 0, resume.stderr
+    study = load_study(out)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert study.trials[2].params == killed.params
+    assert [(r["number"], r["state"], r["reason"]) for r in csv_rows(out / "trials.csv")] == [
+        ("0", "COMPLETE", ""), ("1", "STOPPED", "its process died"), ("2", "COMPLETE", "")]
+    lines = trial_lines(first) + trial_lines(resume.stdout)
+    assert [line.split(" num_cells")[0] for line in lines] == [
+        "trial 0 [1/2]", "trial 1", "trial 2 [2/2]"]
+    assert "-> STOPPED: its process died in " in lines[1]
+
+
 # ------------------------------------------------------------------ PostgreSQL
 
 

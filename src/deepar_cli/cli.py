@@ -6,6 +6,7 @@ One contract for every command: library errors (deepar_cli.errors) become one li
     64 bad usage (click's own usage errors too)   65 bad data or request
     66 missing or broken model folder             73 an output that cannot be written
     78 bad hyperparameters or tuning ranges       1  anything unexpected
+    130, 143 interrupted by SIGINT (Ctrl-C), SIGTERM: unfinished outputs discarded
 
 A traceback is shown only with `deepar-cli --debug ...` or DEEPAR_CLI_DEBUG=1.
 """
@@ -21,8 +22,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
-from deepar_cli import __version__
-from deepar_cli.errors import DeepARCliError, UsageError
+from deepar_cli import __version__, interrupts
+from deepar_cli.errors import DeepARCliError, Interrupted, UsageError
 from deepar_cli.tuning_config import FINAL_MODELS, OBJECTIVES, STRATEGIES
 
 EX_USAGE = UsageError.exit_code
@@ -132,7 +133,12 @@ class Group(click.Group):
         debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in args[:next(
             (i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))]
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with interrupts.raising():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                    **extra)
+        except Interrupted as error:  # outputs are atomic: what was not finished is gone
+            click.echo(f"Error: {error}; unfinished outputs were discarded", err=True)
+            sys.exit(error.exit_code)
         except click.UsageError as error:
             error.exit_code = EX_USAGE
             error.show()

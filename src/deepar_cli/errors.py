@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class DeepARCliError(Exception):
     """Base class: a problem the user can fix, reported as one line."""
@@ -43,6 +45,20 @@ class RequestError(DeepARCliError):
     """An inference request or configuration that SageMaker's DeepAR would refuse."""
 
     exit_code = 65
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM while a command runs (exit 128 + the signal: 130, 143).
+
+    A BaseException, and no KeyboardInterrupt, so that no library's `except` swallows it
+    (GluonTS's MXNet trainer catches KeyboardInterrupt, stops, and saves the epochs so far);
+    `finally` blocks, atomic_dir's among them, still remove what was half written.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 def reason(exc: BaseException) -> str:

@@ -64,8 +64,8 @@ def prepare(folder: Path, inputs: Sequence[Any]) -> None:
     """Check, before any work, that a model folder may be written at `folder`: it is not,
     holds no and lies in no input channel, and it is new, empty or a model folder, so
     replacing it loses nothing deepar-cli did not write. Raises UsageError or OutputError."""
-    refuse_overlap(folder, inputs, "--model-dir", replaced=True)
     prepare_dir(folder, replace=True)
+    refuse_overlap(folder, inputs, "--model-dir", replaced=True)
     refuse_foreign_dir(folder, ENTRIES, "model folder")
 
 

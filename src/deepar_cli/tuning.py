@@ -9,13 +9,17 @@ resumes, and the same command on several machines shares one study.
 Trials run in this process, or, for MaxParallelTrainingJobs > 1, in as many spawned worker
 processes sharing the cores (OMP_NUM_THREADS set before MXNet loads). A first SIGINT/SIGTERM
 stops every running trial at its next epoch (recorded as stopped and queued again for the
-next run); trials already finished are in the storage.
+next run); trials already finished are in the storage. A trial whose process died (SIGKILL,
+a second signal) is found on the next run, by the lock it held on its log, or elsewhere by
+its stale heartbeat, and queued again the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
+import inspect
 import json
 import math
 import multiprocessing
@@ -37,7 +41,8 @@ from deepar_cli import memory, modelfolder, tuning_config
 from deepar_cli.atomic import (atomic_dir, atomic_file, make_output_dir, refuse_foreign_dir,
                                refuse_overlap, write_json)
 from deepar_cli.channels import write_records
-from deepar_cli.errors import DataError, DeepARCliError, HyperparameterError, UsageError
+from deepar_cli.errors import (DataError, DeepARCliError, HyperparameterError, Interrupted,
+                               UsageError)
 from deepar_cli.hyperparameters import Hyperparameters, read_file, resolve
 from deepar_cli.records import Record
 from deepar_cli.threads import CPU_COUNT, user_threads
@@ -202,6 +207,7 @@ class _Objective:
 
     job: Job
     stop: threading.Event
+    held: Optional[int] = None  # the lock on the last trial's log: see _fail_dead
 
     def __call__(self, trial: Any) -> float:
         from gluonts.env import env
@@ -215,11 +221,13 @@ class _Objective:
             raise _TrialFailed("MaxNumberOfTrainingJobs already started")
         values = {r.name: _suggest(r, trial) for r in self.job.config.ranges}
         folder = self.job.trials_dir / str(trial.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.release()
+        self.held = _lock(folder / "log.jsonl")  # before model_dir tells where to look
         for key, value in (("hyperparameters", values), ("host", socket.gethostname()),
                            ("model_dir", str(folder / "model")),
                            ("omp_threads", os.environ.get("OMP_NUM_THREADS"))):
             trial.set_user_attr(key, value)
-        folder.mkdir(parents=True, exist_ok=True)
         try:
             with open(folder / "log.jsonl", "w") as handle, env._let(use_tqdm=False):
                 hook = _EpochHook(trial, Reporter("json", stream=handle), self.stop,
@@ -258,6 +266,56 @@ class _Objective:
         ahead = [t for t in _study_trials(trial.study) if t.number < trial.number
                  and (_counts(t) or t.state.name == "RUNNING")]
         return len(ahead) < self.job.config.trials
+
+    def release(self) -> None:
+        """Let go of the last trial's lock (kept until Optuna has recorded its end)."""
+        if self.held is not None:
+            os.close(self.held)
+            self.held = None
+
+
+def _lock(path: Path, create: bool = True) -> Optional[int]:
+    """An exclusive lock on `path`, held while the descriptor is open and freed by the system
+    when the process dies; None if another holds it, or locks are not supported."""
+    fd = os.open(path, os.O_WRONLY | (os.O_CREAT if create else 0), 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _fail_dead(study: Any) -> None:
+    """Fail the RUNNING trials whose process is gone (killed, or its machine rebooted) and
+    queue their points again, at once: a running trial's process holds a lock on its log, and
+    the system frees it when the process dies. Other machines' trials wait for their
+    heartbeat to go stale (GRACE_S)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if "model_dir" not in attrs or attrs.get("host") != socket.gethostname():
+            continue  # not yet locked, or another machine's
+        try:
+            fd = _lock(Path(attrs["model_dir"]).parent / "log.jsonl", create=False)
+        except OSError:  # its log is gone
+            continue
+        if fd is None:  # its process holds the lock: running
+            continue
+        try:  # as optuna.storages.fail_stale_trials does it
+            if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                _requeue(study, trial)
+        except UpdateFinishedTrialError:  # it ended between the two looks
+            pass
+        finally:
+            os.close(fd)
+
+
+def _requeue(study: Any, trial: Any) -> None:
+    """A trial whose process died runs its point again, as a stopped one does."""
+    study.enqueue_trial(trial.params)
 
 
 # --------------------------------------------------------------------------- the study
@@ -345,6 +403,12 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
+# What RDBStorage calls with a trial it failed for its stale heartbeat (renamed in Optuna 4.9).
+_STALE_CALLBACK = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
+                   inspect.signature(optuna.storages.RDBStorage).parameters else
+                   "failed_trial_callback")
+
+
 def _load_study(job: Job, create: bool = False) -> Any:
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -354,7 +418,8 @@ def _load_study(job: Job, create: bool = False) -> Any:
         try:
             storage = optuna.storages.RDBStorage(job.storage, engine_kwargs=kwargs,
                                                  heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S)
+                                                 grace_period=GRACE_S,
+                                                 **{_STALE_CALLBACK: _requeue})
             if create:
                 return optuna.create_study(storage=storage, study_name=job.study_name,
                                            direction="minimize", load_if_exists=True)
@@ -375,6 +440,7 @@ def _load_study(job: Job, create: bool = False) -> Any:
 
 def _stop_reason(study: Any, job: Job) -> Optional[str]:
     """Why no further trial starts now, or None while one may."""
+    _fail_dead(study)
     optuna.storages.fail_stale_trials(study)
     trials = _study_trials(study)
     config = job.config
@@ -400,9 +466,13 @@ def _work(job: Job, stop: threading.Event, after_trial: Callable[[], None] = lam
     with _quiet_optuna():
         study = _load_study(job)
         objective = _Objective(job, stop)
-        while not stop.is_set() and _stop_reason(study, job) is None:
-            study.optimize(objective, n_trials=1, catch=(_TrialFailed,), gc_after_trial=False)
-            after_trial()
+        try:
+            while not stop.is_set() and _stop_reason(study, job) is None:
+                study.optimize(objective, n_trials=1, catch=(_TrialFailed,),
+                               gc_after_trial=False)
+                after_trial()
+        finally:
+            objective.release()
 
 
 def _worker(job: Job) -> None:
@@ -440,9 +510,10 @@ class _Progress:
                 continue
             self.seen.add(t.number)
             self.done += _counts(t)
-            with tqdm.external_write_mode():
+            with tqdm.external_write_mode():  # a stopped trial runs again: no [k/N] of its own
                 self.log("trial", {**trial_row(t), "objective_metric": self.job.config.objective,
-                                   "finished": self.done, "total": self.job.config.trials,
+                                   "finished": self.done if _counts(t) else None,
+                                   "total": self.job.config.trials,
                                    "best_trial": best.number if best else None,
                                    "best_value": best.value if best else None})
             self.bar.update(int(_counts(t)))
@@ -454,7 +525,8 @@ class _Progress:
 @contextlib.contextmanager
 def _signals(on_stop: Callable[[int], None]) -> Iterator[Dict[str, int]]:
     """The first SIGINT/SIGTERM calls `on_stop` (trials end at their next epoch) and puts the
-    default handlers back, so a second one stops the process at once."""
+    previous handlers back (the CLI's raise `Interrupted`), so a second one stops the process
+    at once."""
     caught: Dict[str, int] = {}
     if threading.current_thread() is not threading.main_thread():
         yield caught
@@ -504,7 +576,7 @@ def _run_workers(job: Job, count: int, progress: _Progress, workers: List[Any]) 
             multiprocessing.connection.wait([p.sentinel for p in workers if p.is_alive()],
                                             timeout=POLL_S)
             progress.poll()
-    except KeyboardInterrupt:  # a second Ctrl-C: do not wait for the running epochs
+    except (KeyboardInterrupt, Interrupted):  # a second signal: do not wait for the epochs
         for process in workers:
             process.kill()
         raise
@@ -628,7 +700,8 @@ def trial_row(trial: Any) -> Dict[str, Any]:
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if (
         trial.datetime_complete and trial.datetime_start) else None
     reason = attrs.get("fail_reason") or attrs.get("stopped") or (
-        f"pruned at epoch {attrs['pruned_at_epoch']}" if "pruned_at_epoch" in attrs else None)
+        f"pruned at epoch {attrs['pruned_at_epoch']}" if "pruned_at_epoch" in attrs else
+        "its process died" if _state(trial) == "STOPPED" else None)
     return {"number": trial.number, "state": _state(trial), "objective": trial.value,
             "seconds": None if seconds is None else round(seconds, 1),
             "hyperparameters": attrs.get("hyperparameters", {}),
@@ -1085,8 +1158,10 @@ def describe_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
                    f"{figures['state']}: {figures['reason']}")
         best = ("no complete trial yet" if figures["best_trial"] is None else
                 f"best {figures['best_value']:.6g} (trial {figures['best_trial']})")
-        return (f"trial {figures['number']} [{figures['finished']}/{figures['total']}] "
-                f"{values} -> {outcome} in {figures['seconds']} s; {best}")
+        label = "" if figures["finished"] is None else (
+            f" [{figures['finished']}/{figures['total']}]")
+        return (f"trial {figures['number']}{label} {values} -> {outcome} in "
+                f"{figures['seconds']} s; {best}")
     if event == "waiting":
         return f"waiting for trials running elsewhere: {figures['running']}"
     if event == "best":
