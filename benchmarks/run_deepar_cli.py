@@ -12,11 +12,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepar_cli import hyperparameters, modelfolder
-from deepar_cli.channels import read_channel
-from deepar_cli.dataset import to_entries
-from deepar_cli.forecasting import hold_out, sample_paths, summarize
-from deepar_cli.training import train
+from deepar_cli.threads import use_cores
+
+use_cores()  # as a command starts: before numpy and MXNet load and size their pools
+
+from deepar_cli import hyperparameters, modelfolder  # noqa: E402
+from deepar_cli.channels import read_channel  # noqa: E402
+from deepar_cli.dataset import to_entries  # noqa: E402
+from deepar_cli.forecasting import hold_out, sample_paths, summarize  # noqa: E402
+from deepar_cli.training import train  # noqa: E402
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -27,11 +31,12 @@ def main() -> None:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--hyperparameters", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="Instead of the hyperparameters' epochs.")
     parser.add_argument("--plain", action="store_true",
                         help="Without deepar_cli.acceleration: GluonTS's own LSTM and decoder.")
     args = parser.parse_args()
 
-    hp = hyperparameters.load(args.hyperparameters, {})
+    hp = hyperparameters.load(args.hyperparameters, {"epochs": args.epochs})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         summary = train(args.train, hp, model_dir, test_channel=args.test, seed=args.seed,

@@ -223,8 +223,9 @@ class ShardWorker:
     again on the shard it re-runs."""
 
     def __init__(self, cpus: int) -> None:
-        # MXNet sizes its OpenMP pool once, on import: one thread per CPU Ray gave us.
-        os.environ["OMP_NUM_THREADS"] = str(cpus)
+        from deepar_cli.threads import use_cpus
+
+        use_cpus(cpus)  # MXNet sizes its pools once, on import: a thread per CPU Ray gave us
         self.model: Optional[Model] = None
 
     def transform(self, shard: Any, model_files: List[Any], config: InferenceConfig,

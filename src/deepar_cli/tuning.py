@@ -45,7 +45,7 @@ from deepar_cli.errors import (DataError, DeepARCliError, HyperparameterError, I
                                UsageError)
 from deepar_cli.hyperparameters import Hyperparameters, read_file, resolve
 from deepar_cli.records import Record
-from deepar_cli.threads import CPU_COUNT, user_threads
+from deepar_cli.threads import pool_environment
 from deepar_cli.training import DEFAULT_SEED, Log
 from deepar_cli.tuning_config import FINAL_MODELS, ParameterRange, TuningConfig, sagemaker_values
 
@@ -549,24 +549,24 @@ def _signals(on_stop: Callable[[int], None]) -> Iterator[Dict[str, int]]:
 
 
 @contextlib.contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    """An environment variable set for the processes started inside the block."""
-    before = os.environ.get(name)
-    os.environ[name] = value
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Environment variables set for the processes started inside the block."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def _run_workers(job: Job, count: int, progress: _Progress, workers: List[Any]) -> None:
     """`count` spawned workers sharing the cores; returns when they have all ended."""
     context = multiprocessing.get_context("spawn")
-    threads = user_threads() or str(max(1, CPU_COUNT // count))
-    with _environ("OMP_NUM_THREADS", threads):  # read by each worker before MXNet loads
+    with _environ(pool_environment(count)):  # read by each worker before MXNet loads
         for _ in range(count):
             process = context.Process(target=_worker, args=(job,), daemon=False)
             process.start()
