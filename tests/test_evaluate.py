@@ -399,7 +399,8 @@ def test_evaluate_folder_that_is_not_a_model(runner, trained, tiny_data, tmp_pat
                                   "--test", str(tiny_data.test)])
     assert result.exit_code == 66
     assert result.output.splitlines() == [
-        f"Error: {fake}: not a deepar-cli model folder (predictor is missing)"]
+        f"Error: {fake}: not a deepar-cli model folder "
+        "(predictor/prediction_net-0000.params is missing)"]
     assert listing(fake) == ["hyperparameters.json", "model.json", "training.json"]
 
 
