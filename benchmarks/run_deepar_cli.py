@@ -7,20 +7,23 @@ mean and SageMaker's default quantiles 0.1 ... 0.9.
 
 import argparse
 import json
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from deepar_cli.threads import use_cores
 
-use_cores()  # as a command starts: before numpy and MXNet load and size their pools
+TRAINING_ENV = dict(os.environ)  # as the user set it, before this process sizes its pools
+use_cores()  # as `predict` starts: before numpy and MXNet load and size their pools
 
 from deepar_cli import hyperparameters, modelfolder  # noqa: E402
 from deepar_cli.channels import read_channel  # noqa: E402
 from deepar_cli.dataset import to_entries  # noqa: E402
 from deepar_cli.forecasting import hold_out, sample_paths, summarize  # noqa: E402
-from deepar_cli.training import train  # noqa: E402
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -39,8 +42,14 @@ def main() -> None:
     hp = hyperparameters.load(args.hyperparameters, {"epochs": args.epochs})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        summary = train(args.train, hp, model_dir, test_channel=args.test, seed=args.seed,
-                        rnn="gluonts" if args.plain else "fused")
+        # `deepar-cli train` in a process of its own, whose pools are sized for training.
+        subprocess.run([sys.executable, "-m", "deepar_cli", "train", "--train", str(args.train),
+                        "--test", str(args.test), "--hyperparameters", str(args.hyperparameters),
+                        "--model-dir", str(model_dir), "--seed", str(args.seed), "--quiet",
+                        "--rnn", "gluonts" if args.plain else "fused",
+                        *(["--epochs", str(args.epochs)] if args.epochs else [])],
+                       check=True, stdout=subprocess.DEVNULL, env=TRAINING_ENV)
+        summary = json.loads((model_dir / "training.json").read_text())
         model = modelfolder.load(model_dir, accelerated=not args.plain)
         entries = [hold_out(e, hp.prediction_length)
                    for e in to_entries(read_channel(args.test), hp.freq, model.features)]
@@ -59,7 +68,8 @@ def main() -> None:
         "num_samples": 100,
         "RMSE": summary["test_metrics"]["RMSE"],
         "mean_wQuantileLoss": summary["test_metrics"]["mean_wQuantileLoss"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": max(resource.getrusage(who).ru_maxrss for who in (
+            resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024,  # training's process too
     }))
 
 

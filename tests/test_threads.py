@@ -84,6 +84,26 @@ def test_processes_sharing_the_machine_split_the_cpus():
     assert pool_environment(4 * CPU_COUNT)["OPENBLAS_NUM_THREADS"] == "1"
 
 
+# The pools a command's process gets, as cli.main sizes them before the command runs.
+COMMAND_POOLS = """
+import os
+from deepar_cli.cli import main
+try:
+    main([%r, "--help"])
+finally:
+    print(os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"])
+"""
+
+
+@pytest.mark.parametrize("command, threads", [("train", 1), ("tune", 1),
+                                              ("predict", CPU_COUNT), ("serve", CPU_COUNT)])
+def test_training_commands_get_one_thread_and_forecasting_ones_every_cpu(command, threads):
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    found = subprocess.run([sys.executable, "-c", COMMAND_POOLS % command], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()[-2:]
+    assert found == [str(threads), str(threads)]
+
+
 def test_one_cpu_in_the_affinity_mask_gives_every_pool_one_sleeping_thread():
     found = probe({}, preexec=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     assert found["cpus"] == 1

@@ -31,6 +31,7 @@ DEBUG_ENV = "DEEPAR_CLI_DEBUG"
 PathType = click.Path(path_type=Path)
 ExistingPath = click.Path(path_type=Path, exists=True)
 MAX_SERIES = 1000  # plot draws one PNG a series: more is a typo, not a plot
+TRAINING_COMMANDS = ("train", "tune")  # their pools are sized for training (threads.py)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -174,7 +175,8 @@ def main(debug: bool) -> None:
     """
     from deepar_cli.threads import use_cores
 
-    use_cores()  # before any command imports MXNet, which sizes its pool once
+    # Before any command imports MXNet, which sizes its pools once.
+    use_cores(training=click.get_current_context().invoked_subcommand in TRAINING_COMMANDS)
 
 
 def run() -> None:

@@ -130,17 +130,25 @@ def _environment(threads: int, kept: Mapping[str, str]) -> Dict[str, str]:
     return {name: value for name, value in chosen.items() if name not in kept}
 
 
-def pool_environment(share: int = 1) -> Dict[str, str]:
+def pool_environment(share: int = 1, *, training: bool = False) -> Dict[str, str]:
     """The variables that give one of `share` processes sharing the CPUs about
     CPU_COUNT / share threads in each pool (every CPU for one process), with waiting threads
-    asleep; those the user set are left out, so their values stay."""
-    return _environment(max(1, CPU_COUNT // share), _user())
+    asleep; those the user set are left out, so their values stay.
+
+    A `training` process gets one thread: DeepAR's training operators are too small to pay
+    for waking a sleeping team at each one. On the 2-core machine, the notebook's training
+    ran at 210-250 samples/s with two sleeping threads, 660-680 with two spinning ones and
+    540-550 with one; beside a busy core at 410, 255-270 and 430-470. Forecasting gains from
+    the team (200 series x 100 samples: 3.8-4.4 s with two sleeping threads, 5.3-5.7 s with
+    one; 4.7-5.1 s and 5.4-6.3 s beside a busy core)."""
+    return _environment(1 if training else max(1, CPU_COUNT // share), _user())
 
 
-def use_cores(share: int = 1) -> None:
+def use_cores(share: int = 1, *, training: bool = False) -> None:
     """Size this process's pools (and its children's) as one of `share` processes sharing
-    the CPUs: see `pool_environment`. Takes effect on pools not yet started."""
-    os.environ.update(pool_environment(share))
+    the CPUs, or as a training process: see `pool_environment`. Takes effect on pools not
+    yet started."""
+    os.environ.update(pool_environment(share, training=training))
 
 
 def use_cpus(cpus: int) -> None:

@@ -566,7 +566,7 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 def _run_workers(job: Job, count: int, progress: _Progress, workers: List[Any]) -> None:
     """`count` spawned workers sharing the cores; returns when they have all ended."""
     context = multiprocessing.get_context("spawn")
-    with _environ(pool_environment(count)):  # read by each worker before MXNet loads
+    with _environ(pool_environment(count, training=True)):  # read before MXNet loads
         for _ in range(count):
             process = context.Process(target=_worker, args=(job,), daemon=False)
             process.start()
