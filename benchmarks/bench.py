@@ -14,7 +14,8 @@ quota of one CPU (a cgroup the benchmark makes, which needs root; skipped with a
 it cannot). The speedups (the peer's forecast seconds / deepar-cli's, deepar-cli's training
 samples/s / the peer's) are checked against the target: under contention, at least 80% of
 the idle speedup and at least 2.
-`--before` adds deepar-cli without deepar_cli.acceleration (GluonTS's own LSTM, zoneout
+`--before` adds deepar-cli without
+deepar_cli.backends.mxnet.acceleration (GluonTS's own LSTM, zoneout
 and sampling decoder), the before column.
 Then `predict` is timed on one record (the command's fixed cost: start, imports, model
 load), and on 1x and each scale's series count (built with `generate --num-series`), with

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tune_bench import REPO, score
 
-from deepar_cli import modelfolder
-from deepar_cli.hyperparameters import resolve
-from deepar_cli.training import train
+from deepar_cli.backends.mxnet.training import train
+from deepar_cli.config.hyperparameters import resolve
+from deepar_cli.model import modelfolder
 
 TRAINING_SEEDS = (0, 100, 200)  # added to the tune's seed
 

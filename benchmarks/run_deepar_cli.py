@@ -20,10 +20,11 @@ from deepar_cli.threads import use_cores
 TRAINING_ENV = dict(os.environ)  # as the user set it, before this process sizes its pools
 use_cores()  # as `predict` starts: before numpy and MXNet load and size their pools
 
-from deepar_cli import hyperparameters, modelfolder  # noqa: E402
-from deepar_cli.channels import read_channel  # noqa: E402
-from deepar_cli.dataset import to_entries  # noqa: E402
-from deepar_cli.forecasting import hold_out, sample_paths, summarize  # noqa: E402
+from deepar_cli.config import hyperparameters  # noqa: E402
+from deepar_cli.data.channels import read_channel  # noqa: E402
+from deepar_cli.data.dataset import to_entries  # noqa: E402
+from deepar_cli.model import modelfolder  # noqa: E402
+from deepar_cli.model.forecasting import hold_out, sample_paths, summarize  # noqa: E402
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -36,7 +37,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="Instead of the hyperparameters' epochs.")
     parser.add_argument("--plain", action="store_true",
-                        help="Without deepar_cli.acceleration: GluonTS's own LSTM and decoder.")
+                        help="Without deepar_cli.backends.mxnet.acceleration: GluonTS's own LSTM "
+                        "and decoder.")
     args = parser.parse_args()
 
     hp = hyperparameters.load(args.hyperparameters, {"epochs": args.epochs})

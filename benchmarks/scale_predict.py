@@ -38,7 +38,8 @@ RAY = Path(sys.executable).parent / "ray"
 # with 2 threads and 14 s with 1 on this machine under a load of 6).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # Every Ray process stays on loopback, reports nothing, runs no dashboard (see
-# deepar_cli.ray_engine): Ray keeps 127.0.0.1 only with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0.
+# deepar_cli.inference.ray_engine): Ray keeps 127.0.0.1 only with
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0.
 # Ray 2.60's `ray start` turns token authentication on; its clients need RAY_AUTH_MODE=token
 # to send the token (kept in ~/.ray/auth_token).
 LOOPBACK = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -156,8 +157,8 @@ def main() -> None:
                         default=REPO / "benchmarks" / "results" / "scale_predict.json")
     args = parser.parse_args()
 
-    from deepar_cli.channels import write_records
-    from deepar_cli.synthetic import SyntheticSpec, generate
+    from deepar_cli.data.channels import write_records
+    from deepar_cli.data.synthetic import SyntheticSpec, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         temp = Path(tmp)

@@ -30,12 +30,15 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from deepar_cli import evaluation, modelfolder, tuning, tuning_config
-from deepar_cli.channels import write_records
-from deepar_cli.hyperparameters import read_file, resolve
-from deepar_cli.records import Record
-from deepar_cli.reporting import Reporter
-from deepar_cli.training import train
+from deepar_cli.backends.mxnet.training import train
+from deepar_cli.config import tuning_config
+from deepar_cli.config.hyperparameters import read_file, resolve
+from deepar_cli.data.channels import write_records
+from deepar_cli.data.records import Record
+from deepar_cli.evaluation import backtest
+from deepar_cli.model import modelfolder
+from deepar_cli.tune import study
+from deepar_cli.tune.reporting import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "data" / "hyperparameters.json"
@@ -44,7 +47,7 @@ Dataset = Tuple[List[Record], Dict[str, Any], Dict[str, Any]]  # test records, s
 
 
 def synthetic() -> Dataset:
-    from deepar_cli.synthetic import SyntheticSpec, generate
+    from deepar_cli.data.synthetic import SyntheticSpec, generate
 
     _, test = generate(SyntheticSpec())
     fixed = read_file(NOTEBOOK)
@@ -79,7 +82,7 @@ DATASETS: Dict[str, Callable[[], Dataset]] = {"synthetic": synthetic, "co2": co2
 
 
 def score(model_dir: Path, test: Path, seed: int) -> Dict[str, Dict[str, float]]:
-    result = evaluation.evaluate_channel(modelfolder.load(model_dir), test,
+    result = backtest.evaluate_channel(modelfolder.load(model_dir), test,
                                          model_dir / "evaluation", seed=seed)
     return {"model": {k: result.overall[k] for k in FIGURES},
             "seasonal_naive": {k: result.baseline[k] for k in FIGURES}}
@@ -98,7 +101,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
         "ParameterRanges": tuning_config.default_ranges(static), "RandomSeed": seed}))
 
     tic = time.perf_counter()
-    result = tuning.tune(folder / "train.json", folder / "static.json", folder / "tune",
+    result = study.tune(folder / "train.json", folder / "static.json", folder / "tune",
                          config_file=folder / "tuning.json", max_trials=args.trials,
                          max_parallel=args.parallel, ensemble=args.ensemble,
                          holdout_windows=args.holdout_windows, bag=args.bag,

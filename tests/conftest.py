@@ -50,8 +50,8 @@ def runner() -> CliRunner:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The notebook's generator, shrunk: 8 series, 60 points, last 12 held out of train."""
-    from deepar_cli.channels import write_records
-    from deepar_cli.synthetic import SyntheticSpec, generate
+    from deepar_cli.data.channels import write_records
+    from deepar_cli.data.synthetic import SyntheticSpec, generate
 
     folder = tmp_path_factory.mktemp("tiny")
     train, test = generate(SyntheticSpec(num_series=TINY_SERIES, length=TINY_LENGTH,
@@ -65,8 +65,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def tiny_feature_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """Tiny data with a `cat` (3 groups) and two `dynamic_feat` series per record."""
-    from deepar_cli.channels import write_records
-    from deepar_cli.synthetic import SyntheticSpec, generate
+    from deepar_cli.data.channels import write_records
+    from deepar_cli.data.synthetic import SyntheticSpec, generate
 
     folder = tmp_path_factory.mktemp("tiny_feat")
     train, test = generate(SyntheticSpec(num_series=TINY_SERIES, length=TINY_LENGTH,
@@ -110,9 +110,9 @@ def jsonl(tmp_path: Path) -> Callable[..., Path]:
 
 def _train(folder: Path, hp_values: Dict[str, Any], train: Path, test: Path) -> SimpleNamespace:
     """Train through the library with the test channel scored; keep every log event."""
-    from deepar_cli import modelfolder
-    from deepar_cli.hyperparameters import resolve
-    from deepar_cli.training import train as run
+    from deepar_cli.backends.mxnet.training import train as run
+    from deepar_cli.config.hyperparameters import resolve
+    from deepar_cli.model import modelfolder
 
     hp = resolve(dict(hp_values))
     events = Events()
@@ -170,7 +170,7 @@ def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory, tiny_data: SimpleNam
     test."""
     import shutil
 
-    from deepar_cli import modelfolder
+    from deepar_cli.model import modelfolder
 
     other = _train(tmp_path_factory.mktemp("tiny_other"), {**TINY_HP, "num_cells": 6},
                    tiny_data.train, tiny_data.test)

@@ -57,8 +57,8 @@ def write_lines(path: Path, lines: Iterable[Any]) -> Path:
 def tiny_channels(folder: Path, make_target: Callable[[int, np.ndarray], Any]
                   ) -> Tuple[Path, Path]:
     """8 series of 60 points from `make_target(k, t)`; train drops the last 12."""
-    from deepar_cli.channels import write_records
-    from deepar_cli.records import Record
+    from deepar_cli.data.channels import write_records
+    from deepar_cli.data.records import Record
 
     t = np.arange(TINY_LENGTH)
     cut = TINY_LENGTH - TINY_PREDICTION_LENGTH

@@ -13,11 +13,11 @@ import pytest
 from gluonts.model.predictor import Predictor
 from gluonts.mx.model.deepar._network import DeepARPredictionNetwork
 
-from deepar_cli import acceleration, forecasting, modelfolder
-from deepar_cli.acceleration import FastSamplingNetwork
+from deepar_cli.backends.mxnet import acceleration
+from deepar_cli.backends.mxnet.acceleration import FastSamplingNetwork
 from deepar_cli.cli import main
-from deepar_cli.dataset import read_with_stats, to_entries
-
+from deepar_cli.data.dataset import read_with_stats, to_entries
+from deepar_cli.model import forecasting, modelfolder
 from helpers import SEED, TINY_HP, TINY_PLAN, TINY_PREDICTION_LENGTH, hp_args
 
 NUM_SAMPLES = 20

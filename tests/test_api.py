@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import REPO, SEED, START, TINY_HP, TINY_LENGTH, TINY_PREDICTION_LENGTH, TINY_SERIES
 
 import deepar_cli as dc
 from deepar_cli import api
 from deepar_cli.cli import main
-from deepar_cli.inference import CONFIG_ENV
+from deepar_cli.inference.protocol import CONFIG_ENV
+from helpers import REPO, SEED, START, TINY_HP, TINY_LENGTH, TINY_PREDICTION_LENGTH, TINY_SERIES
 
 TINY_SPEC = dc.SyntheticSpec(num_series=TINY_SERIES, length=TINY_LENGTH,
                              prediction_length=TINY_PREDICTION_LENGTH)

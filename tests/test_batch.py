@@ -1,5 +1,5 @@
-"""Batch transform at scale: a folder in, a folder out (deepar_cli.batch), shards, and
-`predict --engine ray` (deepar_cli.ray_engine) giving the single process's bytes."""
+"""Batch transform at scale: a folder in, a folder out (deepar_cli.inference.batch), shards, and
+`predict --engine ray` (deepar_cli.inference.ray_engine) giving the single process's bytes."""
 
 from __future__ import annotations
 
@@ -18,22 +18,21 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from deepar_cli import batch, inference
 from deepar_cli.cli import main
-from deepar_cli.inference import InferenceConfig
-
+from deepar_cli.inference import batch, protocol
+from deepar_cli.inference.protocol import InferenceConfig
 from helpers import START, write_lines
 
 # As SageMaker's batch transform takes it: a folder may hold endpoint requests, which carry
 # their own configuration, so the JSON Lines files' comes from the environment.
-SAMPLES = {inference.CONFIG_ENV: json.dumps({"num_samples": 4, "output_types": [
+SAMPLES = {protocol.CONFIG_ENV: json.dumps({"num_samples": 4, "output_types": [
     "mean", "quantiles", "samples"]})}
 BAD_TARGET = '"target" must be a list of numbers, got 3'
 
 
 @pytest.fixture(autouse=True)
 def no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(inference.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(protocol.CONFIG_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +167,11 @@ def test_shard_boundaries_inside_a_file(tiny_model, records, tmp_path) -> None:
         (0, 1, 4, False), (1, 5, 3, False), (2, 8, 3, True)]
     assert b"".join(s.data for s in shards) == source.read_bytes()
     config = InferenceConfig.parse({"output_types": ["mean", "samples"], "num_samples": 3})
-    parts = [inference.transform_shard(tiny_model.model, s.data, config, seed=7, name=s.name,
+    parts = [protocol.transform_shard(tiny_model.model, s.data, config, seed=7, name=s.name,
                                        first_line=s.first_line, whole=s.whole)
              for s in shards]
     assert [count for _, count in parts] == [3, 3, 2]
-    inference.run_batch_transform(tiny_model.model, source, tmp_path / "whole.out", config,
+    protocol.run_batch_transform(tiny_model.model, source, tmp_path / "whole.out", config,
                                   seed=7)
     assert b"".join(data for data, _ in parts) == (tmp_path / "whole.out").read_bytes()
 
@@ -180,8 +179,8 @@ def test_shard_boundaries_inside_a_file(tiny_model, records, tmp_path) -> None:
 def test_shard_errors_name_the_line_of_the_file(tiny_model, records, tmp_path) -> None:
     source = ten_lines(records, tmp_path, bad_line=8)
     shard = list(batch.read_shards(batch.plan(source, tmp_path / "o"), 3))[2]
-    with pytest.raises(inference.RequestError) as info:
-        inference.transform_shard(tiny_model.model, shard.data, InferenceConfig(), seed=1,
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.transform_shard(tiny_model.model, shard.data, InferenceConfig(), seed=1,
                                   name=shard.name, first_line=shard.first_line, whole=False)
     assert str(info.value) == f"{source}:8: {BAD_TARGET}"
 
@@ -286,11 +285,11 @@ def _titles() -> Dict[int, str]:
 
 
 def test_worker_killed_mid_shard(tiny_model, records, tmp_path, ray_local) -> None:
-    from deepar_cli.ray_engine import RayOptions
+    from deepar_cli.inference.ray_engine import RayOptions
 
     source = write_lines(tmp_path / "in.jsonl", records)
     config = InferenceConfig.parse({"output_types": ["mean", "samples"], "num_samples": 50})
-    inference.run_batch_transform(tiny_model.model, source, tmp_path / "local.out", config,
+    protocol.run_batch_transform(tiny_model.model, source, tmp_path / "local.out", config,
                                   seed=42)
     result: Dict[str, Any] = {}
 

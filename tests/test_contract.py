@@ -358,7 +358,7 @@ def test_an_unexpected_error_is_one_line_and_exits_1(monkeypatch: Any, tmp_path:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the generator broke")
 
-    monkeypatch.setattr("deepar_cli.synthetic.generate", broken)
+    monkeypatch.setattr("deepar_cli.data.synthetic.generate", broken)
     result = run("generate", "--output-dir", str(tmp_path))
     assert result.exit_code == 1
     assert result.output == ("Error: unexpected RuntimeError: the generator broke (run with "

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepar_cli import evaluation, modelfolder
 from deepar_cli.cli import main
-from deepar_cli.forecasting import Ensemble, _sample_paths, sample_paths, scale_spread
-from deepar_cli.tuning import SPREADS, describe_event
-
+from deepar_cli.evaluation import backtest
+from deepar_cli.model import modelfolder
+from deepar_cli.model.forecasting import Ensemble, _sample_paths, sample_paths, scale_spread
+from deepar_cli.tune.study import SPREADS, describe_event
 from helpers import TINY_HP, write_lines
 
 
@@ -56,7 +56,7 @@ def test_an_ensemble_averages_its_members_quantiles(tiny_ensemble: SimpleNamespa
     """Path i is the mean of the members' i-th smallest values; member 0 draws what its
     model alone draws, member 1 its own noise."""
     model = modelfolder.load(tiny_ensemble.dir)
-    entries = evaluation._test_entries(model, tiny_ensemble.train)
+    entries = backtest._test_entries(model, tiny_ensemble.train)
     mixed = paths(model.predictor, entries, 10)
     first = paths(model.predictor.members[0], entries, 10)
     own = np.array([fc.samples for fc in _sample_paths(model.predictor.members[1], entries,
@@ -78,7 +78,7 @@ def test_a_spread_scales_the_forecast_about_its_median(tiny_model: SimpleNamespa
     modelfolder.write_spread(folder, 0.5)
     model = modelfolder.load(folder)
     assert isinstance(model.predictor, Ensemble) and model.predictor.spread == 0.5
-    entries = evaluation._test_entries(model, tiny_model.train)
+    entries = backtest._test_entries(model, tiny_model.train)
     drawn = paths(modelfolder.load(tiny_model.dir).predictor, entries, 11)
     scaled = paths(model.predictor, entries, 11)
     median = np.median(drawn, axis=1, keepdims=True)
@@ -184,7 +184,7 @@ def test_tune_scores_the_mixture_of_the_best_trials(ensemble_run: SimpleNamespac
         ranked[0]["objective"])
     # the mixture of those trials' models, scored on the held-out points as trials are
     mixture = modelfolder.load(ensemble_run.out / "trials" / "ensemble")
-    metrics = evaluation.score_channel(mixture, ensemble_run.out / "holdout" / "test.json",
+    metrics = backtest.score_channel(mixture, ensemble_run.out / "holdout" / "test.json",
                                        seed=42)
     assert scored["value"] == metrics["mean_wQuantileLoss"]
     assert scored["kept"] is (scored["value"] < ranked[0]["objective"] * 0.99)
@@ -227,19 +227,19 @@ def test_tune_calibrates_the_spread_on_the_held_out_points(ensemble_run: SimpleN
     chosen = ensemble_run.out / "trials" / (
         "ensemble" if scored["kept"] else f"{scored['trials'][0]}/model")
     holdout = ensemble_run.out / "holdout" / "test.json"
-    scores = evaluation.spread_scores(modelfolder.load(chosen), holdout, SPREADS, seed=42)
+    scores = backtest.spread_scores(modelfolder.load(chosen), holdout, SPREADS, seed=42)
     best = min(SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
     calibration = _event(ensemble_run.events, "calibration")
     assert calibration == {"event": "calibration", "spread": best, "before": scores[1.0],
                            "after": scores[best]}
-    assert scores[1.0] == evaluation.score_channel(modelfolder.load(chosen), holdout, seed=42)
+    assert scores[1.0] == backtest.score_channel(modelfolder.load(chosen), holdout, seed=42)
     if best != 1.0:
         assert json.loads((ensemble_run.out / "model" / "model.json").read_text())[
             "spread"] == best
     calibrated = tmp_path / "calibrated"
     shutil.copytree(chosen, calibrated)
     modelfolder.write_spread(calibrated, best)
-    assert evaluation.score_channel(modelfolder.load(calibrated), holdout,
+    assert backtest.score_channel(modelfolder.load(calibrated), holdout,
                                     seed=42) == scores[best]
 
 

@@ -1,4 +1,4 @@
-"""`deepar-cli evaluate` and deepar_cli.evaluation: GluonTS Evaluator scores of the one
+"""`deepar-cli evaluate` and deepar_cli.evaluation.backtest: GluonTS Evaluator scores of the one
 forecast path checked by hand on the shared tiny model, and the command (tables,
 metrics.json, per_series.csv, errors)."""
 
@@ -15,13 +15,13 @@ from typing import Any, Callable, Dict, List, Sequence
 import numpy as np
 import pytest
 
-from deepar_cli import evaluation, forecasting
 from deepar_cli.cli import main
-from deepar_cli.channels import read_channel
-from deepar_cli.dataset import to_entries
+from deepar_cli.data.channels import read_channel
+from deepar_cli.data.dataset import to_entries
 from deepar_cli.errors import DataError
-from deepar_cli.modelfolder import Model
-
+from deepar_cli.evaluation import backtest
+from deepar_cli.model import forecasting
+from deepar_cli.model.modelfolder import Model
 from helpers import SEED, TINY_LENGTH, TINY_SERIES, usage_error
 
 # ------------------------------------------------------------------ hand-checked scoring
@@ -111,7 +111,7 @@ def assert_scores(got: Dict[str, float], want: Dict[str, float]) -> None:
 
 def test_scores_are_the_one_forecast_paths_quantiles_scored_by_hand(tiny_model) -> None:
     model, entries = tiny_model.model, tiny_entries(tiny_model)
-    result = evaluation.backtest(model, entries, seed=SEED, quantiles=list(LEVELS),
+    result = backtest.backtest(model, entries, seed=SEED, quantiles=list(LEVELS),
                                  num_samples=NUM_SAMPLES)
     assert_scores(result.overall, hand_scores(entries, deepar(model, NUM_SAMPLES)))
     # Per-series MSE, and RMSE as the root of their mean (not the mean of their roots).
@@ -144,7 +144,7 @@ def test_the_scored_quantiles_are_linear_not_nearest_rank(tiny_model) -> None:
 
 def test_test_scores_use_the_models_quantiles_and_samples(tiny_model) -> None:
     model, entries = tiny_model.model, tiny_entries(tiny_model)
-    out = evaluation.test_scores(model, entries, seed=SEED)
+    out = backtest.test_scores(model, entries, seed=SEED)
     keys = [f"0.{i}" for i in range(1, 10)]
     assert list(out) == ["RMSE", "mean_wQuantileLoss", *(f"wQuantileLoss[{k}]" for k in keys),
                          *(f"Coverage[{k}]" for k in keys)]
@@ -158,8 +158,8 @@ def test_test_scores_use_the_models_quantiles_and_samples(tiny_model) -> None:
 
 def test_headline_picks_sagemakers_figures(tiny_model) -> None:
     model, entries = tiny_model.model, tiny_entries(tiny_model)
-    result = evaluation.backtest(model, entries, seed=SEED, quantiles=list(LEVELS))
-    out = evaluation.headline(result.overall, LEVELS)
+    result = backtest.backtest(model, entries, seed=SEED, quantiles=list(LEVELS))
+    out = backtest.headline(result.overall, LEVELS)
     assert list(out) == ["RMSE", "mean_wQuantileLoss", "wQuantileLoss[0.1]",
                          "wQuantileLoss[0.5]", "wQuantileLoss[0.9]"]
     assert out == {k: result.overall[k] for k in out}
@@ -167,7 +167,7 @@ def test_headline_picks_sagemakers_figures(tiny_model) -> None:
 
 def test_backtest_one_window_scores_model_and_seasonal_naive_by_hand(tiny_model) -> None:
     model, entries = tiny_model.model, tiny_entries(tiny_model)
-    result = evaluation.backtest(model, entries, seed=3, quantiles=[0.25, 0.75], num_samples=7)
+    result = backtest.backtest(model, entries, seed=3, quantiles=[0.25, 0.75], num_samples=7)
     # quantiles replace the model's test_quantiles; num_samples and seed reach the forecasts.
     assert result.quantiles == [0.25, 0.75]
     assert set(result.overall) == {"RMSE", "mean_wQuantileLoss", "MASE", "sMAPE", "ND", "MSE",
@@ -184,10 +184,10 @@ def test_backtest_one_window_scores_model_and_seasonal_naive_by_hand(tiny_model)
 
 def test_backtest_two_windows_pools_series_of_both_windows(tiny_model) -> None:
     model, entries = tiny_model.model, tiny_entries(tiny_model)
-    result = evaluation.backtest(model, entries, seed=SEED, quantiles=list(LEVELS),
+    result = backtest.backtest(model, entries, seed=SEED, quantiles=list(LEVELS),
                                  num_samples=NUM_SAMPLES, windows=2)
     forecaster = deepar(model, NUM_SAMPLES)
-    earlier_entries = evaluation.window_entries(entries, PL, 1)
+    earlier_entries = backtest.window_entries(entries, PL, 1)
     later = hand_scores(entries, forecaster)
     earlier = hand_scores(earlier_entries, forecaster)
     assert [w["window"] for w in result.windows] == [1, 2]
@@ -201,7 +201,7 @@ def test_backtest_two_windows_pools_series_of_both_windows(tiny_model) -> None:
         math.sqrt((later["MSE"] + earlier["MSE"]) / 2), rel=1e-5)
     assert list(result.per_series["window"]) == [1] * TINY_SERIES + [2] * TINY_SERIES
     assert list(result.per_series["series"]) == list(range(TINY_SERIES)) * 2
-    table = evaluation.format_table(result).splitlines()
+    table = backtest.format_table(result).splitlines()
     assert table[-3] == f"{'window':<8}{'RMSE':>12}{'mean_wQuantileLoss':>20}"
     assert table[-2] == (f"{1:<8}{result.windows[0]['RMSE']:>12.6g}"
                          f"{result.windows[0]['mean_wQuantileLoss']:>20.6g}")
@@ -210,14 +210,14 @@ def test_backtest_two_windows_pools_series_of_both_windows(tiny_model) -> None:
 def test_window_entries_drop_whole_prediction_lengths(tiny_model) -> None:
     entries = tiny_entries(tiny_model)[:3]
     entries[0]["feat_dynamic_real"] = np.zeros((2, TINY_LENGTH), dtype=np.float32)
-    assert evaluation.window_entries(entries, PL, 0) == entries
-    cut = evaluation.window_entries(entries, PL, 2)
+    assert backtest.window_entries(entries, PL, 0) == entries
+    cut = backtest.window_entries(entries, PL, 2)
     assert [e["target"].size for e in cut] == [TINY_LENGTH - 2 * PL] * 3
     np.testing.assert_array_equal(cut[1]["target"], entries[1]["target"][:TINY_LENGTH - 2 * PL])
     assert cut[0]["feat_dynamic_real"].shape == (2, TINY_LENGTH - 2 * PL)
     assert cut[1]["start"] == entries[1]["start"]
     with pytest.raises(DataError) as info:
-        evaluation.window_entries(entries, PL, 4)
+        backtest.window_entries(entries, PL, 4)
     assert str(info.value) == f"window 5 needs series longer than {5 * PL} points; " \
                               f"one has {TINY_LENGTH}"
 

@@ -28,14 +28,15 @@ import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from deepar_cli import hyperparameters, inference
-from deepar_cli.channels import read_channel
 from deepar_cli.cli import main
+from deepar_cli.config import hyperparameters
+from deepar_cli.data.channels import read_channel
+from deepar_cli.data.records import Record
 from deepar_cli.errors import DataError, HyperparameterError, RequestError
-from deepar_cli.records import Record
-
+from deepar_cli.inference import protocol
 from helpers import START, TINY_HP, TINY_PREDICTION_LENGTH, hp_args, usage_error
 from test_serve import Server
 
@@ -297,7 +298,7 @@ def configuration(draw: Any) -> Any:
                                                                 "10", True, None]),
                                                json_values))
     if draw(st.booleans()):
-        kinds = st.sampled_from(list(inference.OUTPUT_TYPES) + ["Mean", "", "median"])
+        kinds = st.sampled_from(list(protocol.OUTPUT_TYPES) + ["Mean", "", "median"])
         config["output_types"] = draw(st.one_of(st.lists(kinds, max_size=4),
                                                 st.sampled_from(["mean", None, {}]),
                                                 json_values))
@@ -468,8 +469,8 @@ def test_hyperparameters_file_resolves_or_is_refused_in_one_line(data: bytes) ->
 @pytest.fixture(scope="module")
 def small_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 series of 40 points with a `cat` and 2 `dynamic_feat`: an epoch of a few batches."""
-    from deepar_cli.channels import write_records
-    from deepar_cli.synthetic import SyntheticSpec, generate
+    from deepar_cli.data.channels import write_records
+    from deepar_cli.data.synthetic import SyntheticSpec, generate
 
     train, _ = generate(SyntheticSpec(num_series=3, length=40, prediction_length=PL,
                                       num_categories=3, num_dynamic_feat=2))
@@ -501,7 +502,7 @@ def test_requests_are_answered_or_refused_in_one_line(tiny_feature_model: Simple
                                                       body: bytes) -> None:
     """answer_request: one prediction per instance, or one RequestError/DataError."""
     try:
-        response = inference.answer_request(tiny_feature_model.model, body, seed=42)
+        response = protocol.answer_request(tiny_feature_model.model, body, seed=42)
     except Exception as error:  # noqa: B902
         assert_typed(error, RequestError, DataError)
         return
@@ -516,8 +517,8 @@ def test_configurations_parse_or_are_refused_in_one_line(config: Any,
                                                          deep_text: Optional[str]) -> None:
     """--config and DEEPAR_INFERENCE_CONFIG text: a valid InferenceConfig or one error."""
     text = deep_text or encode(config)
-    for parse in (inference.config_from_json,
-                  lambda t: inference.config_from_environment({inference.CONFIG_ENV: t})):
+    for parse in (protocol.config_from_json,
+                  lambda t: protocol.config_from_environment({protocol.CONFIG_ENV: t})):
         try:
             parsed = parse(text)
         except Exception as error:  # noqa: B902
@@ -535,7 +536,7 @@ def test_predict_on_fuzzed_request_writes_all_or_nothing(
         folder = Path(name)
         (folder / "request.json").write_bytes(body)
         before = listing(folder)
-        env = None if env_config is None else {inference.CONFIG_ENV: encode(env_config)}
+        env = None if env_config is None else {protocol.CONFIG_ENV: encode(env_config)}
         result = invoke(["predict", "--model-dir", str(tiny_feature_model.dir), "--input",
                          str(folder / "request.json"), "--output", str(folder / "out.json"),
                          "--quiet"], env=env)

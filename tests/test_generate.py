@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from deepar_cli.cli import main
-from deepar_cli.channels import read_channel
-
+from deepar_cli.data.channels import read_channel
 from helpers import usage_error
 
 
 def notebook_data(num_series: int = 200, length: int = 400, period: int = 24,
                   seed: int = 1) -> List[List[float]]:
-    """The notebook's cells, re-typed independently of deepar_cli.synthetic."""
+    """The notebook's cells, re-typed independently of deepar_cli.data.synthetic."""
     np.random.seed(seed)
     out = []
     for _ in range(num_series):

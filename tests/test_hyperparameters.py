@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from deepar_cli import hyperparameters
 from deepar_cli.cli import main
+from deepar_cli.config import hyperparameters
+from deepar_cli.config.hyperparameters import SCHEMA, Hyperparameters, load, read_file, resolve
 from deepar_cli.errors import HyperparameterError
-from deepar_cli.hyperparameters import SCHEMA, Hyperparameters, load, read_file, resolve
-
 from helpers import NOTEBOOK_HYPERPARAMETERS
 
 REQUIRED = {"time_freq": "H", "context_length": "12", "prediction_length": "12", "epochs": "1"}

@@ -11,12 +11,12 @@ from typing import Any, Dict
 
 import pytest
 
-from deepar_cli import memory
-from deepar_cli.channels import read_channel
 from deepar_cli.cli import main
+from deepar_cli.config import memory
+from deepar_cli.config.hyperparameters import resolve
+from deepar_cli.config.memory import Available, Shape
+from deepar_cli.data.channels import read_channel
 from deepar_cli.errors import HyperparameterError, UsageError
-from deepar_cli.hyperparameters import resolve
-from deepar_cli.memory import Available, Shape
 from helpers import NOTEBOOK_HYPERPARAMETERS, TINY_HP, hp_args
 from test_serve import Server
 from test_tune import STATIC, csv_rows, tune_args

@@ -17,9 +17,9 @@ from typing import Any, Iterator, List, Tuple
 import numpy as np
 import pytest
 
-from deepar_cli import modelfolder
 from deepar_cli.errors import ModelError
-from deepar_cli.forecasting import sample_paths
+from deepar_cli.model import modelfolder
+from deepar_cli.model.forecasting import sample_paths
 
 
 class _Opens:

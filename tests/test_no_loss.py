@@ -14,7 +14,6 @@ from click.testing import CliRunner
 
 from deepar_cli import atomic
 from deepar_cli.cli import main
-
 from helpers import TINY_HP, hp_args
 
 

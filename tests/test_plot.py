@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from deepar_cli import cli, modelfolder, plotting
-from deepar_cli.channels import read_channel
-from deepar_cli.cli import main
+from deepar_cli.cli import commands, main
+from deepar_cli.data.channels import read_channel
 from deepar_cli.errors import DataError, UsageError
-
+from deepar_cli.evaluation import plotting
+from deepar_cli.model import modelfolder
 from helpers import TINY_HP, TINY_LENGTH, TINY_SERIES, usage_error
 
 # The shared tiny model's data and shape.
@@ -195,7 +195,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> List[Any]:
     def draw(model: Any, test: Path, output_dir: Path, **options: Any) -> None:
         calls.append(options["series"])
 
-    monkeypatch.setattr(cli, "_load_model", lambda path: path)
+    monkeypatch.setattr(commands, "_load_model", lambda path: path)
     monkeypatch.setattr(plotting, "plot", draw)
     return calls
 

@@ -1,4 +1,4 @@
-"""`deepar-cli predict` (batch transform) and deepar_cli.inference: SageMaker's DeepAR
+"""`deepar-cli predict` (batch transform) and deepar_cli.inference.protocol: SageMaker's DeepAR
 inference formats in, its response objects out."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import pytest
 
-from deepar_cli import inference, modelfolder
 from deepar_cli.cli import main
 from deepar_cli.errors import RequestError
-from deepar_cli.inference import InferenceConfig
-
+from deepar_cli.inference import protocol
+from deepar_cli.inference.protocol import InferenceConfig
+from deepar_cli.model import modelfolder
 from helpers import START, TINY_PREDICTION_LENGTH, usage_error
 
 PL = TINY_PREDICTION_LENGTH
@@ -38,7 +38,7 @@ def plain_model(tiny_model: SimpleNamespace) -> modelfolder.Model:
 
 @pytest.fixture(autouse=True)
 def no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(inference.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(protocol.CONFIG_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_sagemaker_defaults(runner, models, base, jsonl, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     [p] = read_lines(out)
     assert len(p["samples"]) == 100
-    assert inference.config_from_environment({}) == InferenceConfig() == InferenceConfig(
+    assert protocol.config_from_environment({}) == InferenceConfig() == InferenceConfig(
         100, ("mean", "quantiles"), tuple(DEFAULT_QUANTILES))
 
 
@@ -213,10 +213,10 @@ def test_single_options_override_the_config(runner, models, base, jsonl, tmp_pat
 
 
 def test_configuration_sources() -> None:
-    env = {inference.CONFIG_ENV: '{"num_samples": 7}'}
-    assert inference.config_from_environment(env) == InferenceConfig(num_samples=7)
-    assert inference.config_from_environment({inference.CONFIG_ENV: ""}) == InferenceConfig()
-    assert inference.config_from_json('{"num_samples": 8}', "x") == InferenceConfig(8)
+    env = {protocol.CONFIG_ENV: '{"num_samples": 7}'}
+    assert protocol.config_from_environment(env) == InferenceConfig(num_samples=7)
+    assert protocol.config_from_environment({protocol.CONFIG_ENV: ""}) == InferenceConfig()
+    assert protocol.config_from_json('{"num_samples": 8}', "x") == InferenceConfig(8)
     assert InferenceConfig.parse(None) == InferenceConfig()
     config = InferenceConfig.parse({"quantiles": ["0.10", 0.5], "output_types": ["samples"]})
     assert config.quantiles == ("0.10", "0.5") and config.levels == (0.1, 0.5)
@@ -236,7 +236,7 @@ def test_configuration_sources() -> None:
 ])
 def test_configuration_errors_name_their_source(text: str, message: str) -> None:
     with pytest.raises(RequestError) as info:
-        inference.config_from_json(text, "source")
+        protocol.config_from_json(text, "source")
     assert str(info.value) == message
 
 
@@ -271,7 +271,7 @@ def test_request_file_gives_a_response(runner, models, plain_model, base, tmp_pa
     levels = [np.mean(p["mean"]) for p in predictions]
     assert list(np.argsort(levels)) == list(np.argsort(FACTORS))
     # Byte for byte what the endpoint's code answers.
-    assert outputs[0] == inference.answer_request(plain_model, compact.read_bytes(), seed=42)
+    assert outputs[0] == protocol.answer_request(plain_model, compact.read_bytes(), seed=42)
 
 
 def test_request_without_configuration_uses_defaults(runner, models, base, tmp_path) -> None:
@@ -597,7 +597,7 @@ def test_answer_lines_streams(plain_model, base) -> None:
             yield json.dumps(record).encode() + b"\n"
 
     config = InferenceConfig.parse({"output_types": ["mean"]})
-    out = inference.answer_lines(plain_model, lines(), config, seed=42, source="in", chunk=2)
+    out = protocol.answer_lines(plain_model, lines(), config, seed=42, source="in", chunk=2)
     first = next(out)
     assert len(pulled) == 2  # the first answer comes before the third record is read
     assert list(json.loads(first)) == ["mean"]
@@ -610,7 +610,7 @@ def test_answer_lines_error_names_source_and_line(plain_model, base) -> None:
     lines = [json.dumps(base[0]).encode(), b"", b'{"start": "2016-01-01", "target": 3}']
     config = InferenceConfig.parse(None)
     with pytest.raises(RequestError) as info:
-        list(inference.answer_lines(plain_model, lines, config, seed=1, source="batch"))
+        list(protocol.answer_lines(plain_model, lines, config, seed=1, source="batch"))
     assert str(info.value) == 'batch:3: "target" must be a list of numbers, got 3'
 
 

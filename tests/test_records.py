@@ -9,12 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from deepar_cli.channels import channel_files, read_channel, write_records
 from deepar_cli.cli import main
+from deepar_cli.data.channels import channel_files, read_channel, write_records
+from deepar_cli.data.records import Record, parse_record
+from deepar_cli.data.stats import DatasetStats, channel_stats
 from deepar_cli.errors import DataError
-from deepar_cli.records import Record, parse_record
-from deepar_cli.stats import DatasetStats, channel_stats
-
 from helpers import hp_args, write_lines
 
 START = "2016-01-01 00:00:00"

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from deepar_cli import evaluation, modelfolder, selection
 from deepar_cli.cli import main
-from deepar_cli.forecasting import Ensemble, forecast_class
-
+from deepar_cli.evaluation import backtest
+from deepar_cli.model import modelfolder
+from deepar_cli.model.forecasting import Ensemble, forecast_class
+from deepar_cli.tune import selection
 from test_ensemble import _event, assert_predict_refused, paths, tune_args
 
 QUANTILES = [0.1, 0.5, 0.9]
@@ -37,7 +38,7 @@ def test_scores_are_the_gluonts_evaluators() -> None:
     start = pd.Period("2020-01-01 00:00", freq="h")
     pairs = [({"start": start, "target": np.concatenate([np.ones(3), row])},
               forecast(p, start_date=start + 3)) for row, p in zip(truth, paths_)]
-    agg, _ = evaluation._score(pairs, QUANTILES)
+    agg, _ = backtest._score(pairs, QUANTILES)
     for metric in selection.METRICS:
         assert selection.score(paths_, truth, metric, QUANTILES) == pytest.approx(
             agg[metric], rel=1e-9)
@@ -69,7 +70,7 @@ def test_a_weighted_ensemble_averages_its_members_quantiles_with_the_weights(
         tiny_ensemble: SimpleNamespace, tmp_path: Path) -> None:
     model = modelfolder.load(weighted(tiny_ensemble, tmp_path, [3, 1]))
     assert model.predictor.weights == (3.0, 1.0)
-    entries = evaluation._test_entries(model, tiny_ensemble.train)
+    entries = backtest._test_entries(model, tiny_ensemble.train)
     equal = modelfolder.load(tiny_ensemble.dir).predictor
     first, second = (paths(Ensemble(equal.members, weights=w), entries, 10)
                      for w in ((1.0, 0.0), (0.0, 1.0)))
@@ -100,7 +101,7 @@ def test_tune_by_default_selects_and_weighs_the_trials_models(tiny_data: SimpleN
     forecasts, truth = [], None
     ranked = sorted(trials, key=lambda n: (trials[n]["objective"], n))
     for number in ranked:
-        drawn, truth = evaluation.held_out_paths(
+        drawn, truth = backtest.held_out_paths(
             modelfolder.load(out / "trials" / str(number) / "model"), out / "holdout" /
             "test.json", seed=42)
         forecasts.append(drawn)
@@ -119,13 +120,13 @@ def test_tune_by_default_selects_and_weighs_the_trials_models(tiny_data: SimpleN
     for k, number in enumerate(chosen["trials"]):
         assert (out / "model" / "members" / str(k) / "training.json").read_text() == (
             out / "trials" / str(number) / "model" / "training.json").read_text()
-    ensemble = evaluation.score_channel(modelfolder.load(out / "trials" / "ensemble"),
+    ensemble = backtest.score_channel(modelfolder.load(out / "trials" / "ensemble"),
                                         out / "holdout" / "test.json", seed=42)
     assert chosen["value"] == ensemble["mean_wQuantileLoss"]
 
 
 def test_a_selection_event_reads_as_one_line() -> None:
-    from deepar_cli.reporting import format_event
+    from deepar_cli.tune.reporting import format_event
 
     assert format_event("selection", {
         "candidates": 20, "trials": [3, 7], "weights": [5, 2],

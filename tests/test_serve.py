@@ -58,8 +58,8 @@ def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A model trained in a second on 6 sine series with one `cat` (2 groups)."""
-    from deepar_cli.channels import write_records
-    from deepar_cli.synthetic import SyntheticSpec, generate
+    from deepar_cli.data.channels import write_records
+    from deepar_cli.data.synthetic import SyntheticSpec, generate
 
     folder = tmp_path_factory.mktemp("serve")
     train, test = generate(SyntheticSpec(num_series=6, length=120,
@@ -462,8 +462,8 @@ def test_still_serving_after_refusals(server: Server, model: SimpleNamespace) ->
 def test_unexpected_error_is_a_json_500(caplog: pytest.LogCaptureFixture) -> None:
     """A bug (here: a broken model object) is logged with its traceback and answered 500
     with a JSON body that holds none (what a worker sends back for the request)."""
-    from deepar_cli.server import Settings
-    from deepar_cli.worker import answer
+    from deepar_cli.serve.server import Settings
+    from deepar_cli.serve.worker import answer
 
     body = json.dumps({"instances": [RECORD]}).encode()
     with caplog.at_level("ERROR", logger="deepar_cli.serve"):

@@ -1,4 +1,5 @@
-"""Training: tiny runs of GluonTS DeepAR through `deepar_cli.training` and `deepar-cli train`."""
+"""Training: tiny runs of GluonTS DeepAR through `deepar_cli.backends.mxnet.training` and
+`deepar-cli train`."""
 
 from __future__ import annotations
 
@@ -14,15 +15,25 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from deepar_cli import evaluation, forecasting, modelfolder, training, windows
-from deepar_cli.channels import read_channel
+from deepar_cli.backends.mxnet import training
 from deepar_cli.cli import main
-from deepar_cli.dataset import to_entries
+from deepar_cli.config.hyperparameters import load, resolve
+from deepar_cli.data import windows
+from deepar_cli.data.channels import read_channel
+from deepar_cli.data.dataset import to_entries
 from deepar_cli.errors import DataError, HyperparameterError
-from deepar_cli.hyperparameters import load, resolve
-
-from helpers import (NOTEBOOK_HYPERPARAMETERS, SEED, START, TINY_HP, TINY_PLAN, TINY_SERIES,
-                     Events, hp_args)
+from deepar_cli.evaluation import backtest
+from deepar_cli.model import forecasting, modelfolder
+from helpers import (
+    NOTEBOOK_HYPERPARAMETERS,
+    SEED,
+    START,
+    TINY_HP,
+    TINY_PLAN,
+    TINY_SERIES,
+    Events,
+    hp_args,
+)
 
 QUANTILE_KEYS = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
 TEST_METRICS = {"RMSE", "mean_wQuantileLoss", *(f"wQuantileLoss[{q}]" for q in QUANTILE_KEYS),
@@ -225,7 +236,7 @@ def test_model_folder_round_trip(tiny_model):
     assert model.summary["test_metrics"] == summary["test_metrics"]
     # the loaded folder scores exactly what training logged
     entries = to_entries(read_channel(tiny_model.test), hp.freq, model.features)
-    assert evaluation.test_scores(model, entries, seed=SEED) == summary["test_metrics"]
+    assert backtest.test_scores(model, entries, seed=SEED) == summary["test_metrics"]
     # two loads forecast the same samples for the same seed, another seed others
     again = modelfolder.load(model_dir)
     first, second = (held_out_forecasts(m, tiny_model.test, seed=123) for m in (model, again))
@@ -451,7 +462,7 @@ def test_no_model_folder_when_scoring_fails(tiny_data, tiny_hp, tmp_path, monkey
     def broken(*args, **kwargs):
         raise DataError("scoring broke")
 
-    monkeypatch.setattr(evaluation, "test_scores", broken)
+    monkeypatch.setattr(backtest, "test_scores", broken)
     with pytest.raises(DataError, match="scoring broke"):
         training.train(tiny_data.train, resolve(tiny_hp), tmp_path / "model",
                        test_channel=tiny_data.test)
@@ -463,7 +474,7 @@ def test_failed_training_keeps_the_previous_model(tiny_data, tiny_hp, tmp_path, 
     model_dir = tmp_path / "model"
     training.train(tiny_data.train, resolve(tiny_hp), model_dir, seed=seed)
     before = (model_dir / "training.json").read_text()
-    monkeypatch.setattr(evaluation, "test_scores",
+    monkeypatch.setattr(backtest, "test_scores",
                         lambda *a, **k: (_ for _ in ()).throw(DataError("scoring broke")))
     with pytest.raises(DataError):
         training.train(tiny_data.train, resolve(tiny_hp), model_dir,
@@ -622,8 +633,8 @@ FULL_DISK = """
 import json, resource, signal, sys
 from pathlib import Path
 from deepar_cli.errors import OutputError
-from deepar_cli.hyperparameters import resolve
-from deepar_cli.training import train
+from deepar_cli.config.hyperparameters import resolve
+from deepar_cli.backends.mxnet.training import train
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 

@@ -26,13 +26,21 @@ from typing import Any, Dict, Iterator, List, Optional
 import optuna
 import pytest
 
-from deepar_cli import evaluation, hyperparameters, modelfolder, tuning, tuning_config
 from deepar_cli.cli import main
+from deepar_cli.config import hyperparameters, tuning_config
 from deepar_cli.errors import HyperparameterError
+from deepar_cli.evaluation import backtest
+from deepar_cli.model import modelfolder
 from deepar_cli.threads import CPU_COUNT
-
-from helpers import (NOTEBOOK_HYPERPARAMETERS, TINY_HP, TINY_LENGTH, TINY_PREDICTION_LENGTH,
-                     TINY_SERIES)
+from deepar_cli.tune import study
+from deepar_cli.tune.study import LATER_SETTINGS
+from helpers import (
+    NOTEBOOK_HYPERPARAMETERS,
+    TINY_HP,
+    TINY_LENGTH,
+    TINY_PREDICTION_LENGTH,
+    TINY_SERIES,
+)
 
 TINY_TRAIN_LENGTH = TINY_LENGTH - TINY_PREDICTION_LENGTH
 # The tiny hyperparameters without num_cells, which the tests tune.
@@ -196,10 +204,10 @@ def test_a_config_in_sagemakers_shape_parses_whole(tmp_path):
             parsed.max_runtime, parsed.target_value, parsed.max_not_improving,
             parsed.min_resource, parsed.max_resource, parsed.random_seed) == (
         "Hyperband", "test:mean_wQuantileLoss", 10, 2, 3600, 0.3, 5, 2, 50, 42)
-    assert isinstance(tuning._pruner(parsed), optuna.pruners.HyperbandPruner)
+    assert isinstance(study._pruner(parsed), optuna.pruners.HyperbandPruner)
     auto = tuning_config.load(write_json(tmp_path / "auto.json", config(
         TrainingJobEarlyStoppingType="Auto")), STATIC, "static.json")
-    assert isinstance(tuning._pruner(auto), optuna.pruners.MedianPruner)
+    assert isinstance(study._pruner(auto), optuna.pruners.MedianPruner)
 
 
 def test_a_grid_is_searched_once_at_most(tmp_path):
@@ -378,11 +386,11 @@ def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner
     assert trial["test_metrics"] == {k: overall[k] for k in trial["test_metrics"]}
     # Calibrated on the same pooled windows; without a refit, the bag's first seed is the
     # trial's model and the second trains on the same held-out train channel.
-    scores = evaluation.spread_scores(modelfolder.load(out / "trials/0/model"),
-                                      out / "holdout" / "test.json", tuning.SPREADS, seed=42,
+    scores = backtest.spread_scores(modelfolder.load(out / "trials/0/model"),
+                                      out / "holdout" / "test.json", study.SPREADS, seed=42,
                                       windows=2)
     assert scores[1.0] == trial["test_metrics"]
-    spread = min(tuning.SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
+    spread = min(study.SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
     source = json.loads((out / "tuning.json").read_text())["model"]
     assert (source["how"], source["bag"], source["spread"]) == ("copy", 2, spread)
     assert json.loads((out / "model" / "model.json").read_text()).get("spread", 1.0) == spread
@@ -435,7 +443,7 @@ def test_tune_adds_the_best_refit_on_the_whole_channel(holdout_run, tiny_data):
                                 r"points: mean_wQuantileLoss ([0-9.]+) -> ([0-9.]+), ",
                                 result.stdout, re.M)
     spread = float(calibration[0])
-    assert spread in tuning.SPREADS and float(calibration[2]) <= float(calibration[1])
+    assert spread in study.SPREADS and float(calibration[2]) <= float(calibration[1])
     assert (summary["best_trial"], summary["best_value"], summary["evaluation"],
             summary["counts"], summary["stop_reason"], summary["model"]) == (
         best["number"], best["objective"], "holdout",
@@ -483,7 +491,7 @@ def test_a_study_from_before_a_setting_existed_resumes(holdout_run, tiny_data, r
     study = optuna.load_study(study_name="deepar-cli-tune", storage=storage)
     settings = study.user_attrs["deepar_cli"]
     study.set_user_attr("deepar_cli", {k: v for k, v in settings.items()
-                                       if k not in tuning.LATER_SETTINGS})
+                                       if k not in LATER_SETTINGS})
     again = runner.invoke(main, tune_args(tiny_data, tmp_path))
     assert again.exit_code == 0, again.output
     refused = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--average-epochs", "3"])
@@ -542,8 +550,9 @@ def test_a_failing_trial_is_recorded_and_the_grid_goes_on(runner, tiny_data, tmp
 def test_pruned_trials_stop_at_an_epoch_and_no_complete_trial_is_an_error(
         runner, tiny_data, tmp_path, monkeypatch):
     # Every epoch's loss is above this threshold: the pruner stops each trial at epoch 1.
-    monkeypatch.setattr(tuning, "_pruner", lambda config: optuna.pruners.ThresholdPruner(
-        upper=-1e9))
+    monkeypatch.setattr(
+        "deepar_cli.tune.study._pruner",
+        lambda config: optuna.pruners.ThresholdPruner(upper=-1e9))
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, config(ResourceLimits={
         "MaxNumberOfTrainingJobs": 2}), {**STATIC, "epochs": 3}))
     assert result.exit_code == 78

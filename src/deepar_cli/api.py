@@ -33,9 +33,15 @@ from typing import (
     Union,
 )
 
-from deepar_cli import evaluation, modelfolder, synthetic, training
-from deepar_cli.channels import read_channel
-from deepar_cli.dataset import entry_records, gluonts_fields, to_entry
+from deepar_cli.backends.mxnet import training
+from deepar_cli.backends.mxnet.seeding import DEFAULT_SEED
+from deepar_cli.config.hyperparameters import Hyperparameters, resolve
+from deepar_cli.data import synthetic
+from deepar_cli.data.channels import read_channel
+from deepar_cli.data.dataset import entry_records, gluonts_fields, to_entry
+from deepar_cli.data.frequency import pandas_freq
+from deepar_cli.data.records import Record
+from deepar_cli.data.synthetic import SyntheticSpec
 from deepar_cli.errors import (
     DataError,
     DeepARCliError,
@@ -45,13 +51,10 @@ from deepar_cli.errors import (
     RequestError,
     UsageError,
 )
-from deepar_cli.evaluation import Backtest
-from deepar_cli.frequency import pandas_freq
-from deepar_cli.hyperparameters import Hyperparameters, resolve
-from deepar_cli.modelfolder import Model
-from deepar_cli.records import Record
-from deepar_cli.seeding import DEFAULT_SEED
-from deepar_cli.synthetic import SyntheticSpec
+from deepar_cli.evaluation import backtest
+from deepar_cli.evaluation.backtest import Backtest
+from deepar_cli.model import modelfolder
+from deepar_cli.model.modelfolder import Model
 
 if TYPE_CHECKING:
     from gluonts.model.forecast import SampleForecast
@@ -115,8 +118,8 @@ def forecast(model: Model, dataset: Dataset, *, num_samples: Optional[int] = Non
     the end of each series, in order; the same samples as `predict` for the same series and
     seed (`num_samples` defaults to predict's, 100). `feat_dynamic_real` must reach
     `prediction_length` points past the target."""
-    from deepar_cli.forecasting import sample_paths
-    from deepar_cli.inference import InferenceConfig
+    from deepar_cli.inference.protocol import InferenceConfig
+    from deepar_cli.model.forecasting import sample_paths
 
     hp, features = model.hp, model.features
     records = entry_records(dataset, extra_feat_length=hp.prediction_length, features=features)
@@ -132,5 +135,5 @@ def evaluate(model: Model, dataset: Union[PathLike, Dataset], *,
     of each full series (`windows` rolling windows back) and score them with the GluonTS
     Evaluator, beside a seasonal-naive forecast. Defaults: the model's `test_quantiles` and
     `num_eval_samples`."""
-    return evaluation.evaluate_source(model, dataset, seed=seed, quantiles=quantiles,
+    return backtest.evaluate_source(model, dataset, seed=seed, quantiles=quantiles,
                                       num_samples=num_samples, windows=windows)
