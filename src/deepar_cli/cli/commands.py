@@ -253,7 +253,7 @@ def _load_model(model_dir: Path) -> Any:
 AVERAGE_EPOCHS = click.option(
     "--average-epochs", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
     help="Keep the mean of the last N epochs' weights instead of the lowest-loss epoch's "
-         "(0: SageMaker's rule); tune: in every trial and the final model.")
+         "(0: SageMaker's rule).")
 
 
 def _max_memory(ctx: Any, param: Any, value: Optional[str]) -> None:
@@ -539,24 +539,12 @@ def _tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--final-model", type=click.Choice(FINAL_MODELS), default=FINAL_MODELS[0],
               show_default=True,
               help="The model is the trials' models that Caruana's ensemble selection weighs "
-                   "on the objective's points (selection); or, after a held-out objective, "
-                   "the chosen trials' own models and the best hyperparameters trained once "
-                   "more on the whole train channel (trials+refit), only that training "
-                   "(refit), or only the trials' models (trials).")
-@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
-              metavar="K", help="With --final-model trials+refit, refit or trials: mix the "
-                                "K best trials' forecasts into one model, if that scores "
-                                "better on the objective than the best trial alone.")
+                   "on the objective's points (selection), or SageMaker's rule, the best "
+                   "trial's model, which after a held-out objective is its hyperparameters "
+                   "trained once more on the whole train channel (refit).")
 @click.option("--holdout-windows", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="W", help="Without --test: hold out the last W x prediction_length "
                                 "points and score the objective on those W rolling windows.")
-@click.option("--bag", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Train the final model's hyperparameters N times, with seeds SEED ... "
-                   "SEED+N-1, and average their quantiles (seed bagging).")
-@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="Scale the final model's spread about its median by the factor in "
-                   "[0.5, 1.5] that scores best on the objective's held-out points.")
-@AVERAGE_EPOCHS
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Every trial's training seed, as `train --seed`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
