@@ -15,7 +15,7 @@ from deepar_cli.errors import DeepARCliError, UsageError
 PathType = click.Path(path_type=Path)
 ExistingPath = click.Path(path_type=Path, exists=True)
 MAX_SERIES = 1000  # plot draws one PNG a series: more is a typo, not a plot
-DEFAULT_SEED = 42
+DEFAULT_SEED = 42  # the library's (backends); not imported, which would load numpy for --help
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 

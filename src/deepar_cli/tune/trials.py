@@ -87,10 +87,12 @@ def counts_as_job(trial: Any) -> bool:
 
 
 def completed(trials: Sequence[Any]) -> List[Any]:
+    """The COMPLETE trials, those with an objective value."""
     return [t for t in trials if state_of(t) == "COMPLETE"]
 
 
 def best_trial(trials: Sequence[Any]) -> Optional[Any]:
+    """The complete trial with the lowest objective (the earlier of equals), if any."""
     complete = completed(trials)
     return min(complete, key=lambda t: (t.value, t.number)) if complete else None
 
@@ -113,6 +115,7 @@ def _objective_value(summary: Mapping[str, Any], metric: str) -> float:
 
 
 def finite(values: Mapping[str, float]) -> Dict[str, Optional[float]]:
+    """Figures as JSON can hold them: NaN and infinities become None."""
     return {k: (float(v) if math.isfinite(v) else None) for k, v in values.items()}
 
 
