@@ -3,8 +3,7 @@ train channel), then the tuned model and fixed hyperparameters
 both scored on the untouched test channel, beside a seasonal-naive forecast.
 
     python benchmarks/tune_bench.py [--dataset synthetic] [--trials 20] [--parallel 1]
-        [--ensemble 1] [--holdout-windows 1] [--bag 1] [--calibrate] [--average-epochs 0]
-        [--final-model selection] [--seeds 0,1,2]
+        [--holdout-windows 1] [--final-model selection] [--seeds 0,1,2]
 
 synthetic: `deepar-cli generate`'s defaults (the notebook's 200 series), tuned with the
 default ranges around the notebook's other hyperparameters, against data/hyperparameters.json.
@@ -13,11 +12,15 @@ temperatures, 1950-2010): one real series each from statsmodels' offline data se
 (pip install 'statsmodels<0.15', which keeps numpy < 1.24), tuned around SageMaker's defaults
 (20 epochs, batches of 32), against those with context_length = prediction_length.
 Each seed is the tune's RandomSeed and every training seed; when the model is an ensemble,
-its first member is scored beside it as the single best trial (its own model with
-trials+refit, its refit with refit; with selection, the most weighed trial). Each seed's
-figures go to benchmarks/results/tune_bench-<dataset>-seed<N>.json as it ends (`--reuse`
-skips seeds already there, so seeds can run in parallel processes and be combined), their
-medians to tune_bench-<dataset>.json.
+its first member (the most weighed trial) is scored beside it as the single best trial.
+Each seed's figures go to benchmarks/results/tune_bench-<name>-seed<N>.json as it ends
+(`--reuse` skips seeds already there, so seeds can run in parallel processes and be
+combined), their medians to tune_bench-<name>.json.
+
+The results files made with options tune no longer has (--final-model trials+refit,
+--ensemble, --bag, --no-calibrate, --average-epochs) were written by this script at commit
+f92eeae, which still has them; what they showed, and why those options left, is in
+docs/experiments/2026-12-04-tune-options.md.
 """
 
 from __future__ import annotations
@@ -102,11 +105,9 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
 
     tic = time.perf_counter()
     result = study.tune(folder / "train.json", folder / "static.json", folder / "tune",
-                         config_file=folder / "tuning.json", max_trials=args.trials,
-                         max_parallel=args.parallel, ensemble=args.ensemble,
-                         holdout_windows=args.holdout_windows, bag=args.bag,
-                         calibrate=args.calibrate, average_epochs=args.average_epochs,
-                         final_model=args.final_model, seed=seed, log=Reporter())
+                        config_file=folder / "tuning.json", max_trials=args.trials,
+                        max_parallel=args.parallel, holdout_windows=args.holdout_windows,
+                        final_model=args.final_model, seed=seed, log=Reporter())
     tune_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     train(folder / "train.json", resolve(fixed), folder / "fixed", seed=seed)
@@ -130,16 +131,12 @@ def one_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
 
 
 def _name(args: argparse.Namespace) -> str:
-    """The data set, the holdout windows when more than one, the trials when not 20, the
-    bag when more than one seed, -cal when calibrated, -aN with epochs averaged, and the
-    final model unless refit (the first results' rule)."""
+    """The data set, the holdout windows when more than one, the trials when not 20, -cal
+    (every tune calibrates now; the first results did not) and the final model: the names
+    of the selection results in benchmarks/results, and none of the earlier ones'."""
     windows = f"-w{args.holdout_windows}" if args.holdout_windows > 1 else ""
     trials = f"-t{args.trials}" if args.trials != 20 else ""
-    bag = f"-b{args.bag}" if args.bag > 1 else ""
-    averaged = f"-a{args.average_epochs}" if args.average_epochs else ""
-    final = "" if args.final_model == "refit" else "-" + args.final_model.replace("+", "-")
-    return (f"{args.dataset}{windows}{trials}{bag}{'-cal' if args.calibrate else ''}"
-            f"{averaged}{final}")
+    return f"{args.dataset}{windows}{trials}-cal-{args.final_model}"
 
 
 COLUMNS = ("tuned", "single_best", "fixed", "seasonal_naive")
@@ -150,16 +147,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--ensemble", type=int, default=1,
-                        help="tune --ensemble (the trials+refit results used 3)")
     parser.add_argument("--holdout-windows", type=int, default=1,
                         help="tune --holdout-windows: rolling windows the objective pools")
-    parser.add_argument("--bag", type=int, default=1, help="tune --bag: seeds per model")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="tune --calibrate (the benchmark's default is --no-calibrate, "
-                             "as its first results were measured)")
-    parser.add_argument("--average-epochs", type=int, default=0,
-                        help="tune --average-epochs (the fixed set keeps SageMaker's rule)")
     parser.add_argument("--final-model", choices=tuning_config.FINAL_MODELS,
                         default=tuning_config.FINAL_MODELS[0], help="tune --final-model")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
@@ -178,9 +167,8 @@ def main() -> None:
         runs.append(json.loads(path.read_text()))
     medians = {column: {name: float(np.median([run[column][name] for run in runs]))
                         for name in FIGURES} for column in COLUMNS}
-    report = {"dataset": args.dataset, "trials": args.trials, "ensemble": args.ensemble,
-              "holdout_windows": args.holdout_windows, "bag": args.bag,
-              "calibrate": args.calibrate, "average_epochs": args.average_epochs,
+    report = {"dataset": args.dataset, "trials": args.trials,
+              "holdout_windows": args.holdout_windows, "calibrate": True,
               "final_model": args.final_model, "runs": runs, "median": medians}
     output = results / f"tune_bench-{_name(args)}.json"
     output.write_text(json.dumps(report, indent=2) + "\n")

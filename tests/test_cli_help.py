@@ -9,10 +9,10 @@ from importlib.metadata import entry_points
 import pytest
 
 from deepar_cli import __version__
-from deepar_cli.cli import commands
+from deepar_cli.cli import main
 from helpers import usage_error
 
-COMMANDS = sorted(commands.main.commands)
+COMMANDS = sorted(main.commands)
 
 
 def test_the_group_has_every_command_of_the_workflow():
@@ -22,7 +22,7 @@ def test_the_group_has_every_command_of_the_workflow():
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_group_help_lists_every_command(runner, flag):
-    result = runner.invoke(commands.main, [flag], prog_name="deepar-cli")
+    result = runner.invoke(main, [flag], prog_name="deepar-cli")
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Usage: deepar-cli [OPTIONS] COMMAND [ARGS]...")
     assert "Amazon SageMaker's DeepAR workflow, done locally on GluonTS." in result.output
@@ -33,8 +33,8 @@ def test_group_help_lists_every_command(runner, flag):
 @pytest.mark.parametrize("name", COMMANDS)
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_command_help(runner, name, flag):
-    command = commands.main.commands[name]
-    result = runner.invoke(commands.main, [name, flag], prog_name="deepar-cli")
+    command = main.commands[name]
+    result = runner.invoke(main, [name, flag], prog_name="deepar-cli")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert result.output.startswith(f"Usage: deepar-cli {name} [OPTIONS]")
@@ -52,20 +52,20 @@ def test_command_help(runner, name, flag):
 
 def test_tune_help_names_the_postgresql_driver_the_extra_installs(runner):
     """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; [postgres] installs psycopg2."""
-    result = runner.invoke(commands.main, ["tune", "--help"], prog_name="deepar-cli")
+    result = runner.invoke(main, ["tune", "--help"], prog_name="deepar-cli")
     flat = " ".join(result.output.split())
     assert "e.g. postgresql+psycopg2://user@host/db with the [postgres] extra" in flat
     assert "postgresql://" not in flat
 
 
 def test_version(runner):
-    result = runner.invoke(commands.main, ["--version"], prog_name="deepar-cli")
+    result = runner.invoke(main, ["--version"], prog_name="deepar-cli")
     assert result.exit_code == 0
     assert result.output == f"deepar-cli, version {__version__}\n"
 
 
 def test_unknown_command_is_a_usage_error(runner):
-    result = runner.invoke(commands.main, ["fly"], prog_name="deepar-cli")
+    result = runner.invoke(main, ["fly"], prog_name="deepar-cli")
     assert result.exit_code == 64
     assert result.stdout == ""
     assert result.stderr == usage_error("", "No such command 'fly'.")

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from deepar_cli.cli import commands, main
+from deepar_cli.cli import evaluate as evaluate_command
+from deepar_cli.cli import main
 from deepar_cli.data.channels import read_channel
 from deepar_cli.errors import DataError, UsageError
 from deepar_cli.evaluation import plotting
@@ -195,7 +196,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> List[Any]:
     def draw(model: Any, test: Path, output_dir: Path, **options: Any) -> None:
         calls.append(options["series"])
 
-    monkeypatch.setattr(commands, "_load_model", lambda path: path)
+    monkeypatch.setattr(evaluate_command, "load_model", lambda path: path)
     monkeypatch.setattr(plotting, "plot", draw)
     return calls
 

@@ -33,7 +33,7 @@ from deepar_cli.evaluation import backtest
 from deepar_cli.model import modelfolder
 from deepar_cli.threads import CPU_COUNT
 from deepar_cli.tune import study
-from deepar_cli.tune.study import LATER_SETTINGS
+from deepar_cli.tune.final_model import SPREADS
 from helpers import (
     NOTEBOOK_HYPERPARAMETERS,
     TINY_HP,
@@ -79,7 +79,7 @@ def tune_args(data: Any, folder: Path, tuning: Optional[Dict[str, Any]] = None,
     args = ["tune", "--train", str(data.train), "--output-dir", str(folder / "out"),
             "--hyperparameters", str(write_json(folder / "static.json", static or STATIC)),
             "--tuning-config", str(write_json(folder / "tuning.json", tuning or config())),
-            "--quiet", "--final-model", "trials+refit"]
+            "--quiet", "--final-model", "refit"]
     return args + (["--test", str(data.test)] if test else [])
 
 
@@ -311,6 +311,14 @@ def test_series_too_short_to_hold_out_are_refused(runner, tmp_path, jsonl, lengt
         f"the tuning objective on\n")
 
 
+def test_an_unknown_final_model_is_refused(runner, tiny_data, tmp_path):
+    result = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--final-model", "best"])
+    assert result.exit_code == 64
+    assert result.stderr.endswith("Error: Invalid value for '--final-model': 'best' is not one "
+                                  "of 'selection', 'refit'.\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_holdout_windows_with_a_test_channel_are_refused(runner, tiny_data, tmp_path):
     args = tune_args(tiny_data, tmp_path, test=True) + ["--holdout-windows", "2"]
     result = runner.invoke(main, args)
@@ -363,8 +371,7 @@ def test_tune_holds_out_the_last_points_and_logs_each_trial(holdout_run, tiny_da
 def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner, tmp_path):
     one_trial = config(ResourceLimits={"MaxNumberOfTrainingJobs": 1})
     result = runner.invoke(main, tune_args(tiny_data, tmp_path, one_trial)
-                           + ["--holdout-windows", "2", "--final-model", "trials", "--bag", "2",
-                              "--average-epochs", "2"])
+                           + ["--holdout-windows", "2", "--final-model", "selection"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     assert (f"objective: test:mean_wQuantileLoss (minimized), scored on the last 2 x 12 points "
@@ -384,21 +391,17 @@ def test_holdout_windows_pool_rolling_windows_as_evaluate_does(tiny_data, runner
     assert trial["objective"] == overall["mean_wQuantileLoss"]
     assert list(trial["test_metrics"]) == CSV_HEADER[7:-1]
     assert trial["test_metrics"] == {k: overall[k] for k in trial["test_metrics"]}
-    # Calibrated on the same pooled windows; without a refit, the bag's first seed is the
-    # trial's model and the second trains on the same held-out train channel.
-    scores = backtest.spread_scores(modelfolder.load(out / "trials/0/model"),
-                                      out / "holdout" / "test.json", study.SPREADS, seed=42,
-                                      windows=2)
+    # Calibrated on the same pooled windows; the one trial's model is the model.
+    drawn = backtest.held_out_forecasts(modelfolder.load(out / "trials/0/model"),
+                                        out / "holdout" / "test.json", seed=42, windows=2)
+    scores = {spread: drawn.scores(spread) for spread in SPREADS}
     assert scores[1.0] == trial["test_metrics"]
-    spread = min(study.SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
+    spread = min(SPREADS, key=lambda s: (scores[s]["mean_wQuantileLoss"], abs(s - 1)))
     source = json.loads((out / "tuning.json").read_text())["model"]
-    assert (source["how"], source["bag"], source["spread"]) == ("copy", 2, spread)
+    assert (source["how"], source["trial"], source["spread"]) == ("copy", 0, spread)
     assert json.loads((out / "model" / "model.json").read_text()).get("spread", 1.0) == spread
-    first, second = (json.loads((out / "model" / "members" / k / "training.json").read_text())
-                     for k in "01")
-    assert first == json.loads((out / "trials/0/model/training.json").read_text())
-    assert (second["seed"], first["average_epochs"], second["average_epochs"]) == (43, 2, 2)
-    assert second["data"]["train"] == first["data"]["train"]
+    assert json.loads((out / "model" / "training.json").read_text()) == json.loads(
+        (out / "trials/0/model/training.json").read_text())
 
 
 def test_a_training_loss_objective_leaves_the_spread_uncalibrated(tiny_data, runner, tmp_path):
@@ -434,7 +437,7 @@ def test_tune_writes_the_trials_table_and_plots(holdout_run):
                       "test_metrics"]
 
 
-def test_tune_adds_the_best_refit_on_the_whole_channel(holdout_run, tiny_data):
+def test_tune_refits_the_best_hyperparameters_on_the_whole_channel(holdout_run, tiny_data):
     result, out = holdout_run
     table = json.loads((out / "trials.json").read_text())["trials"]
     best = min(table, key=lambda t: t["objective"])
@@ -443,29 +446,26 @@ def test_tune_adds_the_best_refit_on_the_whole_channel(holdout_run, tiny_data):
                                 r"points: mean_wQuantileLoss ([0-9.]+) -> ([0-9.]+), ",
                                 result.stdout, re.M)
     spread = float(calibration[0])
-    assert spread in study.SPREADS and float(calibration[2]) <= float(calibration[1])
+    assert spread in SPREADS and float(calibration[2]) <= float(calibration[1])
     assert (summary["best_trial"], summary["best_value"], summary["evaluation"],
             summary["counts"], summary["stop_reason"], summary["model"]) == (
         best["number"], best["objective"], "holdout",
         {"complete": 3, "pruned": 0, "failed": 0, "stopped": 0},
         "MaxNumberOfTrainingJobs reached",
-        {"trial": best["number"], "how": "trials+refit", "train": str(tiny_data.train),
-         "bag": 1, "spread": spread})
+        {"trial": best["number"], "how": "refit", "train": str(tiny_data.train),
+         "spread": spread})
     assert json.loads((out / "model" / "model.json").read_text()).get("spread", 1.0) == spread
     written = json.loads((out / "hyperparameters.json").read_text())
     assert written == {**{k: str(v) for k, v in STATIC.items()},
                        "num_cells": str(best["hyperparameters"]["num_cells"]),
                        "learning_rate": repr(best["hyperparameters"]["learning_rate"])}
-    # the best trial's own model, then its hyperparameters trained on the whole channel
-    trial, refit = (modelfolder.load(out / "model" / "members" / k) for k in "01")
-    assert len(modelfolder.load(out / "model").predictor.members) == 2
-    assert trial.summary == json.loads(
-        (out / "trials" / str(best["number"]) / "model" / "training.json").read_text())
-    assert refit.hp == trial.hp == hyperparameters.load(out / "hyperparameters.json", {})
+    # the best trial's hyperparameters trained on the whole channel, with the tune's seed
+    refit = modelfolder.load(out / "model")
+    assert refit.hp == hyperparameters.load(out / "hyperparameters.json", {})
     assert refit.summary["data"]["train"]["num_observations"] == TINY_SERIES * TINY_TRAIN_LENGTH
-    assert f"model: {out / 'model'} <- trial {best['number']}'s model (trained without the " \
-           f"held-out points) and its hyperparameters trained on the whole train channel " \
-           f"{tiny_data.train}, quantiles averaged" in result.stdout
+    assert refit.summary["seed"] == 42
+    assert f"model: {out / 'model'} <- the best hyperparameters (trial {best['number']}) " \
+           f"trained on the whole train channel {tiny_data.train}" in result.stdout
 
 
 def test_a_finished_tune_resumes_with_more_trials(holdout_run, tiny_data, runner, tmp_path):
@@ -483,26 +483,10 @@ def test_a_finished_tune_resumes_with_more_trials(holdout_run, tiny_data, runner
                                                                                 "3"]
 
 
-def test_a_study_from_before_a_setting_existed_resumes(holdout_run, tiny_data, runner, tmp_path):
-    """A study that does not record windows or average_epochs had their defaults."""
-    _, first = holdout_run
-    shutil.copytree(first.parent, tmp_path, dirs_exist_ok=True)
-    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
-    study = optuna.load_study(study_name="deepar-cli-tune", storage=storage)
-    settings = study.user_attrs["deepar_cli"]
-    study.set_user_attr("deepar_cli", {k: v for k, v in settings.items()
-                                       if k not in LATER_SETTINGS})
-    again = runner.invoke(main, tune_args(tiny_data, tmp_path))
-    assert again.exit_code == 0, again.output
-    refused = runner.invoke(main, tune_args(tiny_data, tmp_path) + ["--average-epochs", "3"])
-    assert refused.exit_code == 64
-    assert "started with other settings (average_epochs differs)" in refused.stderr
-
-
 @pytest.mark.parametrize("option, differs", [
     (["--objective", "test:RMSE"], "objective differs"),
     (["--holdout-windows", "2"], "windows differs"),
-    (["--average-epochs", "2"], "average_epochs differs")])
+    (["--seed", "7"], "seed differs")])
 def test_a_study_started_with_other_settings_is_refused(holdout_run, tiny_data, runner, tmp_path,
                                                         option, differs):
     _, first = holdout_run
@@ -538,7 +522,7 @@ def test_a_failing_trial_is_recorded_and_the_grid_goes_on(runner, tiny_data, tmp
     best = rows["COMPLETE"]["number"]
     model = json.loads((out / "tuning.json").read_text())["model"]
     assert model == {"trial": int(best), "how": "copy", "train": str(tiny_data.train),
-                     "holdout": False, "bag": 1, "spread": model["spread"]}
+                     "holdout": False, "spread": model["spread"]}
     assert json.loads((out / "model" / "model.json").read_text()).get(
         "spread", 1.0) == model["spread"]
     copied = json.loads((out / "model" / "training.json").read_text())
@@ -668,8 +652,7 @@ def test_sigterm_stops_running_trials_cleanly_and_a_rerun_resumes(tiny_data, tmp
 
 def test_a_killed_tune_runs_the_lost_trial_again_on_resume(tiny_data, tmp_path):
     args = tune_args(tiny_data, tmp_path, config(ResourceLimits={
-        "MaxNumberOfTrainingJobs": 2}), {**STATIC, "epochs": 5}) + [
-        "--final-model", "trials", "--no-calibrate"]
+        "MaxNumberOfTrainingJobs": 2}), {**STATIC, "epochs": 5})
     command = [sys.executable, "-m", "deepar_cli", *args]
     out = tmp_path / "out"
     # SIGKILL of the whole process group once trial 0 is complete and trial 1 is training.

@@ -31,11 +31,10 @@ STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 OBJECTIVES = ("test:mean_wQuantileLoss", "test:RMSE", "train:final_loss")
 SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
 # What DIR/model holds: the trials' models that Caruana's ensemble selection weighs on the
-# objective's test points (the default: the best final model on the benchmark); after a
-# held-out objective, the chosen trials' own models and the best trial's hyperparameters
-# trained on the whole channel, quantiles averaged; only the refit(s); or only the trials'
-# models.
-FINAL_MODELS = ("selection", "trials+refit", "refit", "trials")
+# objective's test points (the default: the best final model on the benchmark), or
+# SageMaker's rule, the best trial's model (after a held-out objective, its hyperparameters
+# trained on the whole train channel). See docs/experiments/2026-12-04-tune-options.md.
+FINAL_MODELS = ("selection", "refit")
 DEFAULT_MAX_TRIALS = 20
 DEFAULTS_SOURCE = "the default ranges"
 # SageMaker's tunable DeepAR hyperparameters and the range each takes (any of them may also

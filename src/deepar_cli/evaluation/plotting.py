@@ -105,7 +105,7 @@ def _floats(values: np.ndarray) -> List[Optional[float]]:
 # --------------------------------------------------------------------------- data
 
 
-def _select(channel: Path, wanted: Optional[Sequence[int]], what: str
+def _read_series(channel: Path, wanted: Optional[Sequence[int]], what: str
             ) -> tuple[Dict[int, Any], int]:
     """Read a channel, keeping only the wanted records; return them and the series count."""
     from deepar_cli.data.channels import read_channel
@@ -152,8 +152,8 @@ def forecast_series(model: Model, test_channel: Path,
     if wanted is not None and not wanted:
         raise UsageError("no series to plot")
     num_samples = hp.num_eval_samples if num_samples is None else num_samples
-    tests, _ = _select(test_channel, wanted, "test")
-    trains = _select(train_channel, wanted, "train")[0] if train_channel is not None else None
+    tests, _ = _read_series(test_channel, wanted, "test")
+    trains = _read_series(train_channel, wanted, "train")[0] if train_channel is not None else None
     order = wanted if wanted is not None else sorted(tests)
     pl, shown = hp.prediction_length, hp.context_length
 

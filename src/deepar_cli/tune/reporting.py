@@ -9,6 +9,7 @@ from typing import IO, Any, Dict, Optional
 
 from deepar_cli.data.stats import summary_lines
 from deepar_cli.errors import OutputError
+from deepar_cli.tune.events import EVENTS, describe_event
 
 
 def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
@@ -43,10 +44,7 @@ def format_event(event: str, figures: Dict[str, Any]) -> Optional[str]:
                     if name.startswith("Coverage")]
         return "\n".join(scores + ["coverage (share of the truth below each quantile): "
                                    + ", ".join(coverage)] * bool(coverage))
-    if event in ("tune", "trial", "waiting", "best", "ensemble", "selection", "calibration",
-                 "model"):
-        from deepar_cli.tune.study import describe_event
-
+    if event in EVENTS:
         return describe_event(event, figures)
     return None
 
