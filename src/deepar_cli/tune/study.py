@@ -1,6 +1,6 @@
 """`deepar-cli tune`: SageMaker's automatic model tuning for DeepAR, on Optuna.
 
-A study of trials, each one `deepar_cli.backends.mxnet.training.train` run with the static
+A study of trials, each one `deepar_cli.training.train` run with the static
 hyperparameters
 plus a point of the ranges, scored on the objective SageMaker's DeepAR emits
 (test:mean_wQuantileLoss, test:RMSE or train:final_loss). The study lives in an Optuna RDB
@@ -46,7 +46,7 @@ from deepar_cli.atomic import (
     refuse_overlap,
     write_json,
 )
-from deepar_cli.backends.mxnet.training import DEFAULT_SEED, Log
+from deepar_cli.training import DEFAULT_SEED, Log
 from deepar_cli.config import memory, tuning_config
 from deepar_cli.config.hyperparameters import Hyperparameters, read_file, resolve
 from deepar_cli.config.tuning_config import (
@@ -230,7 +230,7 @@ class _Objective:
     def __call__(self, trial: Any) -> float:
         from gluonts.env import env
 
-        from deepar_cli.backends.mxnet.training import train
+        from deepar_cli.training import train
         from deepar_cli.evaluation.backtest import score_channel
         from deepar_cli.tune.reporting import Reporter
 
@@ -839,7 +839,7 @@ def _member(trial: Any, seed: int, refit_on: Optional[Path], job: Job, target: P
     """At `target`: the trial's hyperparameters trained with `seed` on the whole train
     channel `refit_on`; without one, the trial's own model (copied when it is on this
     machine and `seed` is the trial's, else trained again on the trials' data)."""
-    from deepar_cli.backends.mxnet.training import train
+    from deepar_cli.training import train
 
     if refit_on is None and seed == job.seed and _model_here(trial):
         shutil.copytree(trial.user_attrs["model_dir"], target, dirs_exist_ok=True)
