@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tune_bench import REPO, score
 
-from deepar_cli.backends.mxnet.training import train
+from deepar_cli.training import train
 from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.model import modelfolder
 

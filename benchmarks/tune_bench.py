@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from deepar_cli.backends.mxnet.training import train
+from deepar_cli.training import train
 from deepar_cli.config import tuning_config
 from deepar_cli.config.hyperparameters import read_file, resolve
 from deepar_cli.data.channels import write_records

@@ -110,7 +110,7 @@ def jsonl(tmp_path: Path) -> Callable[..., Path]:
 
 def _train(folder: Path, hp_values: Dict[str, Any], train: Path, test: Path) -> SimpleNamespace:
     """Train through the library with the test channel scored; keep every log event."""
-    from deepar_cli.backends.mxnet.training import train as run
+    from deepar_cli.training import train as run
     from deepar_cli.config.hyperparameters import resolve
     from deepar_cli.model import modelfolder
 

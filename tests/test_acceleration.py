@@ -124,7 +124,7 @@ def test_forecasts_run_the_fast_sampling_network_and_invariant_unroll(tiny_model
 
     monkeypatch.setattr(FastSamplingNetwork, "_decode", counted_decode)
     model = modelfolder.load(tiny_model.dir)
-    net = model.predictor.prediction_net
+    net = model.predictor.gluonts.prediction_net
     assert type(net) is FastSamplingNetwork
     assert net.rnn.unroll.__func__ is unrolls
     rnn_calls = count_rnn(monkeypatch)
@@ -196,8 +196,8 @@ def test_accelerated_forecasts_equal_gluontss_network(likelihood_model, likeliho
     trained = likelihood_model(likelihood)
     fast = modelfolder.load(trained.dir)
     plain = modelfolder.load(trained.dir, accelerated=False)
-    assert type(fast.predictor.prediction_net) is FastSamplingNetwork
-    assert type(plain.predictor.prediction_net) is DeepARPredictionNetwork
+    assert type(fast.predictor.gluonts.prediction_net) is FastSamplingNetwork
+    assert type(plain.predictor.gluonts.prediction_net) is DeepARPredictionNetwork
     assert fast.hp.likelihood == likelihood
 
     entries = held_out_entries(fast, trained.test)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from deepar_cli.cli import main
 from deepar_cli.evaluation import backtest
 from deepar_cli.model import modelfolder
-from deepar_cli.model.forecasting import Ensemble, _sample_paths, sample_paths, scale_spread
+from deepar_cli.model.forecasting import Ensemble, sample_paths, scale_spread
 from helpers import TINY_HP, write_lines
 
 
@@ -37,7 +37,7 @@ def samples(model_dir: Path, records: Path, tmp_path: Path, num_samples: int) ->
 def test_an_ensemble_folder_loads_as_its_members(tiny_ensemble: SimpleNamespace) -> None:
     model = modelfolder.load(tiny_ensemble.dir)
     assert isinstance(model.predictor, Ensemble)
-    assert [type(m).__name__ for m in model.predictor.members] == [
+    assert [type(m.gluonts).__name__ for m in model.predictor.members] == [
         "RepresentableBlockPredictor"] * 2
     assert model.hp == modelfolder.load(tiny_ensemble.members[0]).hp
     meta = json.loads((tiny_ensemble.dir / "model.json").read_text())
@@ -57,8 +57,8 @@ def test_an_ensemble_averages_its_members_quantiles(tiny_ensemble: SimpleNamespa
     entries = backtest._test_entries(model, tiny_ensemble.train)
     mixed = paths(model.predictor, entries, 10)
     first = paths(model.predictor.members[0], entries, 10)
-    own = np.array([fc.samples for fc in _sample_paths(model.predictor.members[1], entries,
-                                                       10, 3, member=1)])
+    own = np.array(list(model.predictor.members[1].sample_paths(entries, num_samples=10, seed=3,
+                                                                member=1)))
     assert mixed.shape == (8, 10, TINY_HP["prediction_length"])
     assert np.array_equal(first, paths(modelfolder.load(tiny_ensemble.members[0]).predictor,
                                        entries, 10))

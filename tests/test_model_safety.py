@@ -17,6 +17,7 @@ from typing import Any, Iterator, List, Tuple
 import numpy as np
 import pytest
 
+from deepar_cli.backends.mxnet.backend import WEIGHTS
 from deepar_cli.errors import ModelError
 from deepar_cli.model import modelfolder
 from deepar_cli.model.forecasting import sample_paths
@@ -172,7 +173,7 @@ def test_a_payload_in_each_json_value_of_a_model_folder_never_runs(hostile: Any)
 
 
 def test_a_weights_file_that_does_not_fit_is_refused_in_one_line(hostile: Any) -> None:
-    weights = hostile.folder / modelfolder.WEIGHTS
+    weights = hostile.folder / WEIGHTS
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelError) as info:
         modelfolder.load(hostile.folder)
@@ -183,7 +184,7 @@ def test_a_weights_file_that_does_not_fit_is_refused_in_one_line(hostile: Any) -
 
 def test_a_weights_file_linked_from_outside_the_folder_is_refused(hostile: Any,
                                                                   tmp_path: Path) -> None:
-    weights = hostile.folder / modelfolder.WEIGHTS
+    weights = hostile.folder / WEIGHTS
     outside = tmp_path / "outside.params"
     shutil.move(weights, outside)
     weights.symlink_to(outside)
@@ -229,7 +230,7 @@ def test_the_rebuilt_model_forecasts_as_gluontss_own_loader(tiny_feature_model: 
     from gluonts.model.predictor import Predictor
 
     own = Predictor.deserialize(tiny_feature_model.dir / "predictor")
-    rebuilt = modelfolder.load(tiny_feature_model.dir, accelerated=False).predictor
+    rebuilt = modelfolder.load(tiny_feature_model.dir, accelerated=False).predictor.gluonts
     assert own.prediction_net.__init_args__.keys() == rebuilt.prediction_net.__init_args__.keys()
     for (name, a), b in zip(own.prediction_net.collect_params().items(),
                             rebuilt.prediction_net.collect_params().values()):

@@ -1,5 +1,6 @@
-"""`import mxnet` after `import deepar_cli`: the same MXNet, with its operator functions
-generated on first call and the modules a forecast never uses executed on first use."""
+"""`import mxnet` after the MXNet backend's import: the same MXNet, with its operator
+functions generated on first call and the modules a forecast never uses executed on first
+use. `import deepar_cli` alone leaves the import system alone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 SURVEY = """
 import json, sys
 if sys.argv[1] == "deferred":
-    import deepar_cli
+    import deepar_cli.backends.mxnet
 import mxnet as mx
 from mxnet import gluon
 
@@ -68,10 +69,32 @@ def test_deferred_operators_are_mxnets_own_on_first_call() -> None:
 
 
 def test_modules_imported_before_mxnet_are_left_alone() -> None:
-    code = ("import sys, deepar_cli, requests, distutils\n"
+    code = ("import sys, deepar_cli.backends.mxnet, requests, distutils\n"
             "print(type(requests).__name__, 'setuptools' in distutils.__file__)\n"
             "import mxnet\n"
             "print(type(sys.modules['mxnet.test_utils']).__name__)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout == "module True\n_LazyModule\n"
+
+
+def test_the_package_leaves_the_import_system_alone() -> None:
+    code = ("import sys\n"
+            "before = list(sys.meta_path)\n"
+            "import deepar_cli, deepar_cli.api, deepar_cli.cli\n"
+            "print(sys.meta_path == before)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout == "True\n"
+
+
+def test_loading_a_model_imports_the_lighter_mxnet(tiny_model) -> None:
+    """Every command reaches MXNet through the backend, which installs the finder first."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from deepar_cli.model import modelfolder\n"
+            "modelfolder.load(Path(sys.argv[1]))\n"
+            "print(type(sys.modules['mxnet.test_utils']).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tiny_model.dir)],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout == "_LazyModule\n"

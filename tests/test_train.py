@@ -1,5 +1,5 @@
-"""Training: tiny runs of GluonTS DeepAR through `deepar_cli.backends.mxnet.training` and
-`deepar-cli train`."""
+"""Training: tiny runs of GluonTS DeepAR through `deepar_cli.training` (on the MXNet backend)
+and `deepar-cli train`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from deepar_cli.backends.mxnet import training
+from deepar_cli import training
+from deepar_cli.backends.mxnet import training as mxnet_training
 from deepar_cli.cli import main
 from deepar_cli.config.hyperparameters import load, resolve
 from deepar_cli.data import windows
@@ -69,9 +70,9 @@ def test_each_likelihood_trains_and_saves_a_loadable_model(likelihood_model, lik
     assert all(math.isfinite(v) for v in summary["test_metrics"].values())
     model = trained.model
     assert model.hp.likelihood == likelihood
-    assert type(model.predictor.prediction_net.distr_output).__name__ == distribution
+    assert type(model.predictor.gluonts.prediction_net.distr_output).__name__ == distribution
     # mean scaling would push beta's targets out of (0, 1); every other likelihood scales
-    assert model.predictor.prediction_net.scaling is (likelihood != "beta")
+    assert model.predictor.gluonts.prediction_net.scaling is (likelihood != "beta")
     forecasts = held_out_forecasts(model, trained.test)
     assert len(forecasts) == TINY_SERIES
     for samples in forecasts:
@@ -135,9 +136,9 @@ def test_cat_and_dynamic_feat_are_learnt_automatically(tiny_feature_model):
     assert figures["cardinality"] == [3] and figures["num_dynamic_feat"] == 2
     model = tiny_feature_model.model
     assert model.features.cardinality == [3] and model.features.num_dynamic_feat == 2
-    assert model.predictor.prediction_net.cardinality == [3]
-    assert model.predictor.prediction_net.embedding_dimension == [10]
-    assert _uses_dynamic_feat(model.predictor)
+    assert model.predictor.gluonts.prediction_net.cardinality == [3]
+    assert model.predictor.gluonts.prediction_net.embedding_dimension == [10]
+    assert _uses_dynamic_feat(model.predictor.gluonts)
     assert set(summary["test_metrics"]) == TEST_METRICS
     assert all(math.isfinite(v) for v in summary["test_metrics"].values())
 
@@ -150,8 +151,8 @@ def test_ignore_drops_cat_and_dynamic_feat(tiny_feature_data, tiny_hp, tmp_path,
     assert meta["cardinality"] is None
     assert meta["num_dynamic_feat"] == 0
     model = modelfolder.load(tmp_path / "model")
-    assert model.predictor.prediction_net.cardinality == [1]  # GluonTS's dummy category
-    assert not _uses_dynamic_feat(model.predictor)
+    assert model.predictor.gluonts.prediction_net.cardinality == [1]  # GluonTS's dummy category
+    assert not _uses_dynamic_feat(model.predictor.gluonts)
     assert "RMSE" in summary["test_metrics"]
 
 
@@ -160,8 +161,8 @@ def test_explicit_cardinality_is_used(tiny_feature_data, tiny_hp, tmp_path, seed
     training.train(tiny_feature_data.train, hp, tmp_path / "model", seed=seed)
     model = modelfolder.load(tmp_path / "model")
     assert model.features.cardinality == [5]
-    assert model.predictor.prediction_net.cardinality == [5]
-    assert model.predictor.prediction_net.embedding_dimension == [3]
+    assert model.predictor.gluonts.prediction_net.cardinality == [5]
+    assert model.predictor.gluonts.prediction_net.embedding_dimension == [3]
 
 
 @pytest.mark.parametrize("values, message", [
@@ -203,6 +204,7 @@ def test_model_folder_files_exist_and_parse(tiny_model):
     assert json.loads((model_dir / "hyperparameters.json").read_text()) == hp.as_dict()
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["format_version"] == modelfolder.FORMAT_VERSION == 1
+    assert meta["backend"] == "mxnet"
     assert meta["cardinality"] is None and meta["num_dynamic_feat"] == 0
     assert meta["versions"]["gluonts"] == gluonts.__version__
     assert meta["versions"]["mxnet"] == mxnet.__version__
@@ -384,8 +386,8 @@ def test_training_keeps_the_best_epochs_parameters(tiny_data, tiny_hp, tmp_path,
                               training_network._collect_params_with_prefix().items()})
             return True
 
-    build = training.build_estimator
-    monkeypatch.setattr(training, "build_estimator",
+    build = mxnet_training.build_estimator
+    monkeypatch.setattr(mxnet_training, "build_estimator",
                         lambda hp, features, num_batches, callbacks, rnn: build(
                             hp, features, num_batches, [*callbacks, WreckAndSnapshot()], rnn))
     events = Events()
@@ -399,7 +401,7 @@ def test_training_keeps_the_best_epochs_parameters(tiny_data, tiny_hp, tmp_path,
     assert events.of("early_stopping") == [{"epoch": 3, "patience": 2, "best_epoch": 1}]
     assert len(snapshots) == 3
 
-    net = modelfolder.load(tmp_path / "model").predictor.prediction_net
+    net = modelfolder.load(tmp_path / "model").predictor.gluonts.prediction_net
     saved = {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
     assert sorted(saved) == sorted(snapshots[0])
     assert all(np.array_equal(saved[name], snapshots[0][name]) for name in saved)
@@ -418,8 +420,8 @@ def test_average_epochs_keeps_the_mean_of_the_last_epochs_weights(tiny_data, tin
                               training_network._collect_params_with_prefix().items()})
             return True
 
-    build = training.build_estimator
-    monkeypatch.setattr(training, "build_estimator",
+    build = mxnet_training.build_estimator
+    monkeypatch.setattr(mxnet_training, "build_estimator",
                         lambda hp, features, num_batches, callbacks, rnn: build(
                             hp, features, num_batches, [*callbacks, Snapshot()], rnn))
     hp_file = tmp_path / "hp.json"
@@ -431,8 +433,8 @@ def test_average_epochs_keeps_the_mean_of_the_last_epochs_weights(tiny_data, tin
     assert len(snapshots) == 3
     model = modelfolder.load(tmp_path / "model", accelerated=False)
     assert model.summary["average_epochs"] == 2
-    saved = {name: p.data().asnumpy()
-             for name, p in model.predictor.prediction_net._collect_params_with_prefix().items()}
+    net = model.predictor.gluonts.prediction_net
+    saved = {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
     assert sorted(saved) == sorted(snapshots[-1])
     for name, value in saved.items():
         np.testing.assert_allclose(value, (snapshots[1][name] + snapshots[2][name]) / 2,
@@ -634,7 +636,7 @@ import json, resource, signal, sys
 from pathlib import Path
 from deepar_cli.errors import OutputError
 from deepar_cli.config.hyperparameters import resolve
-from deepar_cli.backends.mxnet.training import train
+from deepar_cli.training import train
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 

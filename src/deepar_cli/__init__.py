@@ -1,19 +1,27 @@
 """deepar-cli: Amazon SageMaker's DeepAR workflow, done locally on GluonTS.
 
 The Python API (deepar_cli.api) is re-exported here, imported on first use, so that
-`import deepar_cli` stays light and leaves the environment alone. It does make a later
-`import mxnet` skip what a forecast never uses (see
-deepar_cli.backends.mxnet.mxnet_import), which takes
-0.9 s off every command's start.
+`import deepar_cli` stays light and leaves the environment alone.
+
+The package is built in layers, each importing only the layers below it (a test checks):
+
+    foundation   errors, atomic, jsontext, interrupts, threads, version
+    config       SageMaker's hyperparameters, the tuning job config, time frequencies
+    data         records, channels, GluonTS entries, stats, the notebook's generator
+    backends     the backend interface and registry; mxnet/, the only code that imports
+                 a deep-learning framework
+    model        the model folder, ensembles, the one forecast path, means and quantiles
+    evaluation   backtests, the Evaluator, plots
+    training     `train`: a training job on a backend, written as a model folder
+    inference    SageMaker's request/response protocol, batch transform, engines
+    serve, tune  the endpoint; the tuning job
+    api          this package's Python API
+    cli          the commands
 """
 
 from typing import TYPE_CHECKING, Any
 
-from deepar_cli.backends.mxnet import mxnet_import
-
-mxnet_import.install()
-
-__version__ = "0.1.0"
+from deepar_cli.version import __version__ as __version__
 
 __all__ = [
     "generate", "read_dataset", "train", "load_model", "forecast", "evaluate",

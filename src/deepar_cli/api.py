@@ -33,13 +33,12 @@ from typing import (
     Union,
 )
 
-from deepar_cli.backends.mxnet import training
-from deepar_cli.backends.mxnet.seeding import DEFAULT_SEED
+from deepar_cli import training
+from deepar_cli.config.frequency import pandas_freq
 from deepar_cli.config.hyperparameters import Hyperparameters, resolve
 from deepar_cli.data import synthetic
 from deepar_cli.data.channels import read_channel
 from deepar_cli.data.dataset import entry_records, gluonts_fields, to_entry
-from deepar_cli.data.frequency import pandas_freq
 from deepar_cli.data.records import Record
 from deepar_cli.data.synthetic import SyntheticSpec
 from deepar_cli.errors import (
@@ -54,6 +53,7 @@ from deepar_cli.errors import (
 from deepar_cli.evaluation import backtest
 from deepar_cli.evaluation.backtest import Backtest
 from deepar_cli.model import modelfolder
+from deepar_cli.model.forecasting import DEFAULT_SEED
 from deepar_cli.model.modelfolder import Model
 
 if TYPE_CHECKING:

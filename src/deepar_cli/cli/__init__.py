@@ -2,7 +2,7 @@
 of failure, the one place library errors become messages), `options` (the options and
 parameter types the commands share, each declared once) and the commands, one module each
 or a few together (`generate`, `train`, `evaluate` with `plot`, `inference` with `predict`
-and `serve`, `tune`). It may import every layer below it; nothing imports it.
+and `serve`, `tune`). May import every layer below it; nothing imports it.
 """
 
 from deepar_cli.cli.main import main, run

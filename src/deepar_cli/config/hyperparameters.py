@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from deepar_cli import jsontext
-from deepar_cli.data.frequency import VALID_FREQUENCIES, pandas_freq
+from deepar_cli.config.frequency import VALID_FREQUENCIES, pandas_freq
 from deepar_cli.errors import HyperparameterError, UsageError
 
 LIKELIHOODS = ("student-T", "gaussian", "beta", "negative-binomial", "deterministic-L1")

@@ -8,7 +8,7 @@ from typing import List, Optional
 import numpy as np
 import pandas as pd
 
-from deepar_cli.data.frequency import pandas_freq
+from deepar_cli.config.frequency import pandas_freq
 from deepar_cli.data.records import Record
 from deepar_cli.errors import UsageError
 

@@ -12,8 +12,21 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    IO,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
+import numpy as np
 import orjson
 
 from deepar_cli import jsontext
@@ -22,10 +35,20 @@ from deepar_cli.data.dataset import to_entry
 from deepar_cli.data.records import Record, parse_record
 from deepar_cli.data.records import show_value as _show
 from deepar_cli.errors import DataError, RequestError, UsageError
-from deepar_cli.model.forecasting import MAX_NUM_SAMPLES, sample_paths, summarize
+from deepar_cli.model.forecasting import MAX_NUM_SAMPLES, Summary, sample_paths, summarize
 from deepar_cli.model.modelfolder import Model
 
-OUTPUT_TYPES = ("mean", "quantiles", "samples")
+# The response's output types: each one's value in a prediction, from the series' samples,
+# their summary and the configuration; a prediction lists them in the order asked for.
+OUTPUT_TYPES: Dict[str, Callable[[np.ndarray, Summary, InferenceConfig], Any]] = {
+    "mean": lambda samples, summary, config: summary.mean,
+    "quantiles": lambda samples, summary, config: dict(zip(config.quantiles,
+                                                           summary.quantiles.values())),
+    "samples": lambda samples, summary, config: samples,
+}
+_VALID_TYPES = ", ".join(f'"{kind}"' for kind in OUTPUT_TYPES)
+
+
 DEFAULT_QUANTILES = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
 CONFIG_ENV = "DEEPAR_INFERENCE_CONFIG"
 # Records read before each forecast call when streaming JSON Lines: bounds memory.
@@ -49,12 +72,11 @@ class InferenceConfig:
             raise RequestError(f'"num_samples" must be an integer in [1, {MAX_NUM_SAMPLES}], '
                                f"got {_show(self.num_samples)}")
         if not self.output_types:
-            raise RequestError('"output_types" must list at least one of "mean", '
-                               '"quantiles", "samples"')
+            raise RequestError(f'"output_types" must list at least one of {_VALID_TYPES}')
         for kind in self.output_types:
             if kind not in OUTPUT_TYPES:
                 raise RequestError(f'unknown output type {_show(kind)} in "output_types"; '
-                                   'valid: "mean", "quantiles", "samples"')
+                                   f"valid: {_VALID_TYPES}")
         if not self.quantiles:
             raise RequestError('"quantiles" must list at least one number in (0, 1)')
         for key in self.quantiles:
@@ -146,16 +168,8 @@ def forecast(model: Model, records: Sequence[Record], config: InferenceConfig, *
     for fc in sample_paths(model.predictor, entries, num_samples=config.num_samples,
                            seed=seed):
         summary = summarize(fc.samples, config.levels)
-        prediction: Dict[str, Any] = {}
-        for kind in config.output_types:
-            if kind == "mean":
-                prediction["mean"] = summary.mean
-            elif kind == "quantiles":
-                prediction["quantiles"] = dict(zip(config.quantiles,
-                                                   summary.quantiles.values()))
-            else:
-                prediction["samples"] = fc.samples
-        predictions.append(prediction)
+        predictions.append({kind: OUTPUT_TYPES[kind](fc.samples, summary, config)
+                            for kind in config.output_types})
     return predictions
 
 

@@ -1,42 +1,45 @@
-"""The model folder: a serialized GluonTS predictor plus what deepar-cli knows about it.
+"""The model folder: a backend's trained network plus what deepar-cli knows about it.
 
-    predictor/            GluonTS `Predictor.serialize` output (loadable by plain GluonTS);
-                          deepar-cli reads only its weights, prediction_net-0000.params
     hyperparameters.json  the resolved SageMaker hyperparameters
-    model.json            features used (cardinality, num_dynamic_feat) and library versions
+    model.json            the backend that wrote it ("backend"), features used
+                          (cardinality, num_dynamic_feat) and library versions
     training.json         dataset statistics, loss per epoch, final loss, test metrics
+    ...                   the backend's own files (`Backend.files`): the MXNet backend's
+                          predictor/, GluonTS `Predictor.serialize` output
 
-An ensemble folder (`tune --ensemble K`) holds, instead of `predictor/`, its members as
-model folders `members/0` ... `members/K-1` (best first), listed in model.json's
+An ensemble folder (`tune --ensemble K`) holds, instead of the backend's files, its members
+as model folders `members/0` ... `members/K-1` (best first), listed in model.json's
 "ensemble"; its hyperparameters.json is the first member's. It forecasts by mixing the
 members' quantiles (`forecasting.Ensemble`), through every command. model.json's "spread",
 where tune calibrated the model, scales the forecasts' spread about their median; its
 "weights", where tune's ensemble selection chose them, weigh the members in the average.
 
 A model folder is data, safe to load from anyone: JSON read as values, never decoded into
-objects, and MXNet's NDArray weights. Members lie inside their ensemble's folder.
+objects, and weights in a format that cannot execute code (the MXNet backend's NDArray
+files). Members lie inside their ensemble's folder.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from deepar_cli import __version__, jsontext
+from deepar_cli import jsontext
 from deepar_cli.atomic import prepare_dir, refuse_foreign_dir, refuse_overlap, write_json
+from deepar_cli.backends import BACKENDS, UnknownBackend, get_backend
+from deepar_cli.backends.base import Backend, Network, inside
 from deepar_cli.config.hyperparameters import Hyperparameters, resolve
 from deepar_cli.data.dataset import Features
-from deepar_cli.errors import HyperparameterError, ModelError, reason
+from deepar_cli.errors import HyperparameterError, ModelError
+from deepar_cli.model.forecasting import Ensemble, Forecaster
+from deepar_cli.version import __version__
 
 FORMAT_VERSION = 1
 FILES = ("hyperparameters.json", "model.json", "training.json")
-# Everything deepar-cli writes into a model folder (evaluate's default output included).
-ENTRIES = frozenset({*FILES, "predictor", "members", "evaluation"})
 
 
 @dataclass
@@ -44,20 +47,19 @@ class Model:
     """A loaded model folder."""
 
     path: Path
-    # A GluonTS RepresentableBlockPredictor, or a forecasting.Ensemble (several members, or
-    # a calibrated spread)
-    predictor: Any
+    # The backend's network, or a forecasting.Ensemble (several members, or a calibrated
+    # spread)
+    predictor: Forecaster
     hp: Hyperparameters
     features: Features
     summary: Dict[str, Any]
 
 
-def _versions() -> Dict[str, str]:
-    import gluonts
-    import mxnet
-
-    return {"deepar_cli": __version__, "gluonts": gluonts.__version__,
-            "mxnet": mxnet.__version__, "python": platform.python_version()}
+def _entries() -> FrozenSet[str]:
+    """Everything deepar-cli writes into a model folder, whichever backend wrote it
+    (evaluate's default output included)."""
+    return frozenset({*FILES, "members", "evaluation",
+                      *(name for backend in BACKENDS for name in get_backend(backend).files)})
 
 
 def prepare(folder: Path, inputs: Sequence[Any]) -> None:
@@ -66,23 +68,20 @@ def prepare(folder: Path, inputs: Sequence[Any]) -> None:
     replacing it loses nothing deepar-cli did not write. Raises UsageError or OutputError."""
     prepare_dir(folder, replace=True)
     refuse_overlap(folder, inputs, "--model-dir", replaced=True)
-    refuse_foreign_dir(folder, ENTRIES, "model folder")
+    refuse_foreign_dir(folder, _entries(), "model folder")
 
 
-def write(folder: Path, predictor: Any, hp: Hyperparameters, features: Features,
-          summary: Dict[str, Any]) -> None:
-    """Write every file of a model folder into `folder` (the caller makes it atomic)."""
-    predictor_dir = folder / "predictor"
-    predictor_dir.mkdir(parents=True, exist_ok=True)
-    # GluonTS warns that the network structure is pickled per version; we record versions.
-    logging.getLogger().disabled = True
-    try:
-        predictor.serialize(predictor_dir)
-    finally:
-        logging.getLogger().disabled = False
+def write(folder: Path, backend: Backend, network: Network, hp: Hyperparameters,
+          features: Features, summary: Dict[str, Any]) -> None:
+    """Write every file of a model folder into `folder` (the caller makes it atomic);
+    WeightsNotWritten where the OS refused the backend's write."""
+    network.write(folder)
     write_json(folder / "hyperparameters.json", hp.as_dict())
-    write_json(folder / "model.json", {"format_version": FORMAT_VERSION, **features.as_dict(),
-                                       "versions": _versions()})
+    versions = {"deepar_cli": __version__, **backend.versions(),
+                "python": platform.python_version()}
+    write_json(folder / "model.json", {"format_version": FORMAT_VERSION,
+                                       "backend": backend.name, **features.as_dict(),
+                                       "versions": versions})
     write_summary(folder, summary)
 
 
@@ -129,9 +128,6 @@ def _weights(meta: Dict[str, Any], members: List[str]) -> Optional[Tuple[float, 
     return tuple(float(w) for w in weights)
 
 
-WEIGHTS = Path("predictor") / "prediction_net-0000.params"
-
-
 def _features(meta: Dict[str, Any]) -> Features:
     cardinality, dynamic = meta["cardinality"], meta["num_dynamic_feat"]
     if cardinality is not None and not (isinstance(cardinality, list) and cardinality and all(
@@ -147,25 +143,37 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _inside(folder: Path, name: str, what: str) -> Path:
-    """`folder / name`, resolved, if it lies strictly inside `folder` (links followed)."""
-    root, path = folder.resolve(), (folder / name).resolve()
-    if root not in path.parents:
-        raise ModelError(f"{folder}: {what} {name!r} lies outside the model folder")
-    return path
+def _backend_name(meta: Dict[str, Any]) -> Optional[str]:
+    name = meta.get("backend")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f'"backend" must be a backend\'s name, got {jsontext.show(name)}')
+    return name
+
+
+def _backend(folder: Path, name: Optional[str]) -> Backend:
+    """The backend model.json names; ModelError for none, or one this deepar-cli lacks."""
+    if name is None:
+        raise ModelError(f'{folder}: model.json names no "backend" (train the model again '
+                         "with this deepar-cli)")
+    try:
+        return get_backend(name)
+    except UnknownBackend:
+        raise ModelError(f"{folder}: model.json names the backend {jsontext.show(name)}, "
+                         f"which this deepar-cli does not have (it has "
+                         f"{', '.join(BACKENDS)})") from None
 
 
 def load(folder: Path, *, accelerated: bool = True) -> Model:
     """Load a model folder, or raise ModelError naming what is missing or broken.
 
-    A model folder is data: the network is rebuilt from hyperparameters.json and
-    model.json, and only its weights are read from the folder (an MXNet NDArray file).
-    Nothing the folder names is imported or called; GluonTS's own files in `predictor/`
-    are written for plain GluonTS and never read here.
+    A model folder is data: model.json names the backend, which rebuilds the network from
+    hyperparameters.json and model.json and reads only its weights from the folder.
+    Nothing the folder names is imported or called (the MXNet backend's GluonTS files in
+    `predictor/` are written for plain GluonTS and never read here).
 
-    `accelerated` swaps in deepar_cli.backends.mxnet.acceleration's sampling network
-    (same parameters,
-    same forecasts, several times faster); False keeps GluonTS's own.
+    `accelerated` gives the backend's faster sampling network, where it has one (same
+    parameters, same forecasts, several times faster: the MXNet backend's
+    deepar_cli.backends.mxnet.acceleration); False keeps GluonTS's own.
     """
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder (train one with `deepar-cli train`)")
@@ -177,6 +185,7 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         meta = jsontext.loads((folder / "model.json").read_text())
         summary = jsontext.loads((folder / "training.json").read_text())
         features = _features(meta)
+        backend_name = _backend_name(meta)
         members = meta.get("ensemble")
         if members is not None and not (isinstance(members, list) and members
                                         and all(isinstance(m, str) for m in members)):
@@ -185,41 +194,24 @@ def load(folder: Path, *, accelerated: bool = True) -> Model:
         weights = None if members is None else _weights(meta, members)
     except (ValueError, KeyError, TypeError, HyperparameterError) as exc:
         raise ModelError(f"{folder}: model files are damaged ({exc})") from None
-    from deepar_cli.model.forecasting import Ensemble
-
+    backend = _backend(folder, backend_name)
     if members is not None:
         return Model(folder, Ensemble(_members(folder, members, hp, features, accelerated),
                                       spread, weights), hp, features, summary)
-    if not (folder / WEIGHTS).exists():
-        raise ModelError(f"{folder}: not a deepar-cli model folder ({WEIGHTS} is missing)")
-    from deepar_cli.backends.mxnet.training import rebuild_predictor
-
-    try:
-        predictor = rebuild_predictor(_inside(folder, str(WEIGHTS), "the weights file"), hp,
-                                      features)
-    except ModelError:
-        raise
-    except Exception as exc:  # MXNet raises several kinds for a file that does not fit
-        raise ModelError(f"{folder}: the weights in {WEIGHTS} cannot be loaded "
-                         f"({reason(exc)})") from None
-    if accelerated:
-        from deepar_cli.backends.mxnet.acceleration import accelerate
-
-        accelerate(predictor)
+    predictor: Forecaster = backend.load(folder, hp, features, accelerated=accelerated)
     if spread != 1.0:
         predictor = Ensemble((predictor,), spread)
     return Model(folder, predictor, hp, features, summary)
 
 
 def _members(folder: Path, names: List[str], hp: Hyperparameters, features: Features,
-             accelerated: bool) -> Tuple[Any, ...]:
+             accelerated: bool) -> Tuple[Network, ...]:
     """The members of an ensemble folder, each a folder inside it, listed once, and checked
     to forecast the same thing."""
-    from deepar_cli.model.forecasting import Ensemble
-
-    members, seen = [], set()
+    members: List[Network] = []
+    seen = set()
     for name in names:
-        path = _inside(folder, name, "ensemble member")
+        path = inside(folder, name, "ensemble member")
         if path in seen:
             raise ModelError(f"{folder}: ensemble member {name!r} is listed twice")
         seen.add(path)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from deepar_cli.backends.mxnet.training import Log
+from deepar_cli.training import Log
 from deepar_cli.config import memory
 from deepar_cli.config.hyperparameters import Hyperparameters, resolve
 from deepar_cli.config.tuning_config import TuningConfig

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepar_cli.atomic import atomic_dir, write_json
-from deepar_cli.backends.mxnet.training import Log
+from deepar_cli.training import Log
 from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.config.tuning_config import sagemaker_values
 from deepar_cli.errors import HyperparameterError
@@ -178,7 +178,7 @@ def _member(trial: Any, refit_on: Optional[Path], job: TuningJob, target: Path,
     """At `target`: the trial's hyperparameters trained on the whole train channel
     `refit_on`; without one, the trial's own model (copied when it is on this machine,
     else trained again on the trials' data)."""
-    from deepar_cli.backends.mxnet.training import train
+    from deepar_cli.training import train
 
     if refit_on is None and model_here(trial):
         shutil.copytree(trial.user_attrs["model_dir"], target, dirs_exist_ok=True)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 import optuna
 
 from deepar_cli.atomic import make_output_dir, refuse_foreign_dir, refuse_overlap
-from deepar_cli.backends.mxnet.training import DEFAULT_SEED, Log
+from deepar_cli.training import DEFAULT_SEED, Log
 from deepar_cli.config import tuning_config
 from deepar_cli.config.hyperparameters import read_file
 from deepar_cli.config.tuning_config import FINAL_MODELS, TuningConfig

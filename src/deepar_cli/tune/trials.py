@@ -1,7 +1,7 @@
 """One trial of a tune: the tuning job every worker runs trials of, a trial's states, its
 training (`Objective`), and finding trials whose process died.
 
-A trial trains with `deepar_cli.backends.mxnet.training.train` on the static hyperparameters
+A trial trains with `deepar_cli.training.train` on the static hyperparameters
 plus a point of the ranges and is scored on the objective SageMaker's DeepAR emits
 (test:mean_wQuantileLoss, test:RMSE or train:final_loss). A running trial holds a lock on its
 log; the system frees it when the process dies, so the next run finds the trial and queues
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import optuna
 
-from deepar_cli.backends.mxnet.training import Log
+from deepar_cli.training import Log
 from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.config.tuning_config import ParameterRange, TuningConfig
 from deepar_cli.errors import DeepARCliError
@@ -164,7 +164,7 @@ class Objective:
     def __call__(self, trial: Any) -> float:
         from gluonts.env import env
 
-        from deepar_cli.backends.mxnet.training import train
+        from deepar_cli.training import train
         from deepar_cli.evaluation.backtest import score_channel
         from deepar_cli.tune.reporting import Reporter
 

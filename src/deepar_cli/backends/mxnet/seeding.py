@@ -1,13 +1,11 @@
 """Seeding the generators that training draws from (forecasts seed per series instead:
-see deepar_cli.model.forecasting)."""
+see deepar_cli.backends.base.series_seed)."""
 
 from __future__ import annotations
 
 import random
 
 import numpy as np
-
-DEFAULT_SEED = 42
 
 
 def seed_everything(seed: int) -> None:

@@ -1,61 +1,21 @@
-"""Train GluonTS's MXNet DeepAR with SageMaker's hyperparameters and write a model folder."""
+"""Training GluonTS's MXNet DeepAR with SageMaker's hyperparameters, and rebuilding a
+trained network from its hyperparameters and weights."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Sequence
 
-from deepar_cli.atomic import atomic_dir
-from deepar_cli.backends.mxnet.seeding import DEFAULT_SEED, seed_everything
-from deepar_cli.config import memory
+from deepar_cli.backends.base import Entry, EpochCallback, WeightsNotWritten
+from deepar_cli.backends.mxnet.likelihoods import likelihood
+from deepar_cli.backends.mxnet.seeding import seed_everything
 from deepar_cli.config.hyperparameters import Hyperparameters
-from deepar_cli.data.dataset import (
-    Features,
-    Source,
-    check_likelihood_domain,
-    read_with_stats,
-    require_held_out,
-    require_observed,
-    resolve_features,
-    source_name,
-    to_entries,
-)
-from deepar_cli.data.windows import MAX_SHUFFLE_BUFFER, epoch_plan, pass_sampler
-from deepar_cli.errors import DataError, OutputError, UsageError, reason
-from deepar_cli.model import modelfolder
-
-# An event callback: ("dataset" | "hyperparameters" | "plan" | "epoch" | "final" |
-# "test_metrics", figures). The CLI turns events into log lines or JSON.
-Log = Callable[[str, Dict[str, Any]], None]
-
-
-def distribution_output(likelihood: str) -> Any:
-    """SageMaker's likelihood names -> GluonTS distribution outputs.
-
-    `deterministic-L1` is a Laplace likelihood with a fixed, tiny scale: its negative
-    log-likelihood is the L1 loss, and its samples collapse onto the point forecast.
-    """
-    from gluonts.mx.distribution import (
-        BetaOutput,
-        GaussianOutput,
-        LaplaceFixedVarianceOutput,
-        NegativeBinomialOutput,
-        StudentTOutput,
-    )
-
-    return {
-        "student-T": StudentTOutput,
-        "gaussian": GaussianOutput,
-        "beta": BetaOutput,
-        "negative-binomial": NegativeBinomialOutput,
-        "deterministic-L1": LaplaceFixedVarianceOutput,
-    }[likelihood]()
+from deepar_cli.data.dataset import Features
+from deepar_cli.data.windows import pass_sampler
+from deepar_cli.errors import reason
 
 
 def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
@@ -63,7 +23,8 @@ def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
     """GluonTS's MXNet DeepAREstimator configured from SageMaker's hyperparameters.
 
     `rnn="fused"` trains the same network with fused LSTM kernels, imperatively (see
-    deepar_cli.backends.mxnet.acceleration); "gluonts" is GluonTS's hybridized cell-by-cell unroll.
+    deepar_cli.backends.mxnet.acceleration); "gluonts" is GluonTS's hybridized cell-by-cell
+    unroll.
     """
     from gluonts.mx import DeepAREstimator, Trainer
 
@@ -74,6 +35,7 @@ def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
             return fuse(super().create_training_network())
 
     use_cat = features.cardinality is not None
+    row = likelihood(hp.likelihood)
     estimator_class = FusedDeepAREstimator if rnn == "fused" else DeepAREstimator
     return estimator_class(
         freq=hp.freq,
@@ -88,9 +50,8 @@ def build_estimator(hp: Hyperparameters, features: Features, num_batches: int,
         if use_cat else None,
         use_feat_dynamic_real=features.num_dynamic_feat > 0,
         train_sampler=pass_sampler(hp),
-        distr_output=distribution_output(hp.likelihood),
-        # The beta likelihood lives on (0, 1): mean scaling would push targets out of it.
-        scaling=hp.likelihood != "beta",
+        distr_output=row.distribution_output(),
+        scaling=row.scaling,
         batch_size=hp.mini_batch_size,
         num_parallel_samples=hp.num_eval_samples,
         trainer=Trainer(
@@ -134,8 +95,6 @@ def _weight_averaging(average_epochs: int) -> List[Any]:
     with the notebook's hyperparameters over five seeds the best epoch's model scored test
     RMSE 0.299-0.359, the mean of the last five epochs 0.301-0.308 (Polyak averaging).
     """
-    if average_epochs < 0:
-        raise UsageError(f"average_epochs must be at least 0, got {average_epochs}")
     if average_epochs == 0:
         return []
     from gluonts.mx.trainer.model_averaging import ModelAveraging, SelectNBestMean
@@ -144,58 +103,25 @@ def _weight_averaging(average_epochs: int) -> List[Any]:
         num_models=average_epochs, metric="epoch_no", maximize=True))]
 
 
-@dataclass
-class EpochLogger:
-    """GluonTS trainer callback: per-epoch loss, throughput, best-so-far, early stopping."""
+def _epoch_callback(epochs: EpochCallback) -> Any:
+    """`epochs` as a GluonTS trainer callback."""
+    from gluonts.mx.trainer.callback import Callback
 
-    log: Log
-    samples_per_epoch: int
-    patience: Optional[int]
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    _tic: float = 0.0
+    class _Callback(Callback):
+        def on_train_epoch_start(self, training_network: Any) -> None:
+            epochs.epoch_start()
 
-    def as_callback(self) -> Any:
-        from gluonts.mx.trainer.callback import Callback
+        def on_epoch_end(self, epoch_no: int, epoch_loss: float, **kwargs: Any) -> bool:
+            return epochs.epoch_end(epoch_no + 1, float(epoch_loss))
 
-        owner = self
-
-        class _Callback(Callback):
-            def on_train_epoch_start(self, training_network: Any) -> None:
-                owner._tic = time.perf_counter()
-
-            def on_epoch_end(self, epoch_no: int, epoch_loss: float, **kwargs: Any) -> bool:
-                return owner.epoch_end(epoch_no + 1, float(epoch_loss))
-
-        return _Callback()
-
-    def epoch_end(self, epoch: int, loss: float) -> bool:
-        seconds = time.perf_counter() - self._tic
-        best = loss < self.best_loss
-        if best:
-            self.best_loss, self.best_epoch = loss, epoch
-        row = {
-            "epoch": epoch,
-            "loss": loss,
-            "seconds": round(seconds, 3),
-            "samples_per_second": round(self.samples_per_epoch / seconds, 1) if seconds else None,
-            "best": best,
-        }
-        self.history.append(row)
-        self.log("epoch", row)
-        if self.patience is not None and epoch - self.best_epoch >= self.patience:
-            self.log("early_stopping", {"epoch": epoch, "patience": self.patience,
-                                        "best_epoch": self.best_epoch})
-            return False
-        return True
+    return _Callback()
 
 
 @contextlib.contextmanager
-def _writes(model_dir: Path, where: Optional[Path] = None) -> Iterator[None]:
+def writes(where: Optional[Path] = None) -> Iterator[None]:
     """MXNet reports a write the OS refused (a full disk, a file size limit) as an
-    MXNetError with a C++ traceback: make it an OutputError naming the model folder and
-    `where` the write went, if not into the model folder."""
+    MXNetError with a C++ traceback: make it WeightsNotWritten, at `where` if that is not
+    the model folder."""
     from mxnet.base import MXNetError
 
     try:
@@ -203,89 +129,17 @@ def _writes(model_dir: Path, where: Optional[Path] = None) -> Iterator[None]:
     except MXNetError as exc:
         if "FileStream.Write incomplete" not in str(exc):
             raise
-        place = "" if where is None else f" in {where}"
-        raise OutputError(f"{model_dir}: cannot be written (saving the network's parameters"
-                          f"{place} failed: {reason(exc)}; is the disk full?)") from None
+        raise WeightsNotWritten(reason(exc), where) from None
 
 
-def train(train_channel: Source, hp: Hyperparameters, model_dir: Path, *,
-          test_channel: Optional[Source] = None, seed: int = DEFAULT_SEED, rnn: str = "fused",
-          average_epochs: int = 0, log: Log = lambda event, figures: None) -> Dict[str, Any]:
-    """Train on a channel (or a GluonTS dataset), save the model folder atomically, score the
-    test channel (or dataset) if any.
-
-    The model keeps the weights of the epoch with the lowest loss (SageMaker's rule), or with
-    `average_epochs` N > 0 the mean of the last N epochs' weights.
-
-    Returns the summary written to the model folder's `training.json`.
-    """
-    from deepar_cli.evaluation import backtest
-
-    modelfolder.prepare(model_dir, [train_channel, test_channel])  # before any work
-    records, train_stats = read_with_stats(train_channel)
-    log("dataset", {"channel": "train", **train_stats.as_dict()})
-    require_observed(train_stats, train_channel)
-    check_likelihood_domain(hp, train_stats, train_channel)
-    features = resolve_features(hp, train_stats)
-    test_entries = None
-    if test_channel is not None:
-        test_records, test_stats = read_with_stats(test_channel)
-        log("dataset", {"channel": "test", **test_stats.as_dict()})
-        require_held_out(test_records, hp.prediction_length, test_channel,
-                         " to hold out its last points")
-        test_entries = to_entries(test_records, hp.freq, features)
-    entries = to_entries(records, hp.freq, features)
-    del records
-    log("hyperparameters", {**hp.as_dict(), **features.as_dict(), "seed": seed, "rnn": rnn})
-
-    lengths = [e["target"].size for e in entries]
-    if max(lengths) < hp.prediction_length:
-        raise DataError(f"{source_name(train_channel)}: every series is shorter than "
-                        f"prediction_length ({hp.prediction_length}); there is nothing to "
-                        "learn a forecast from")
-    plan = epoch_plan(lengths, hp)
-    memory.check_training(hp, features.cardinality, features.num_dynamic_feat,
-                          num_observations=train_stats.num_observations,
-                          training_windows=plan["training_windows"] * plan["passes"],
-                          scored=test_channel is not None)
-    num_batches = plan["batches_per_epoch"]
-    samples = num_batches * hp.mini_batch_size
-    log("plan", {**plan, "mini_batch_size": hp.mini_batch_size, "epochs": hp.epochs})
-
+def train_predictor(entries: Sequence[Entry], hp: Hyperparameters, features: Features, *,
+                    batches_per_epoch: int, shuffle_buffer: int, seed: int, rnn: str,
+                    average_epochs: int, epochs: EpochCallback) -> Any:
+    """`Backend.train` for MXNet: the trained GluonTS predictor."""
     seed_everything(seed)
-    epochs = EpochLogger(log, samples, hp.early_stopping_patience)
-    estimator = build_estimator(hp, features, num_batches,
-                                [epochs.as_callback(), *_weight_averaging(average_epochs)], rnn)
-    tic = time.perf_counter()
+    estimator = build_estimator(hp, features, batches_per_epoch,
+                                [_epoch_callback(epochs), *_weight_averaging(average_epochs)],
+                                rnn)
     # GluonTS's trainer saves each epoch's parameters in a temporary folder.
-    with _writes(model_dir, Path(tempfile.gettempdir())):
-        predictor = estimator.train(entries, cache_data=True, shuffle_buffer_length=min(
-            plan["training_windows"] * plan["passes"], MAX_SHUFFLE_BUFFER))
-    train_seconds = time.perf_counter() - tic
-    trained_samples = len(epochs.history) * samples
-    summary: Dict[str, Any] = {
-        "data": {"train": train_stats.as_dict()},
-        "batches_per_epoch": num_batches,
-        "history": epochs.history,
-        "best_epoch": epochs.best_epoch,
-        "final_loss": epochs.best_loss,
-        "train_seconds": round(train_seconds, 3),
-        "train_samples_per_second": round(trained_samples / train_seconds, 1),
-        "seed": seed,
-        "rnn": rnn,
-        "average_epochs": average_epochs,
-    }
-    log("final", {"final_loss": epochs.best_loss, "best_epoch": epochs.best_epoch,
-                  "epochs_run": len(epochs.history), "train_seconds": summary["train_seconds"],
-                  "train_samples_per_second": summary["train_samples_per_second"]})
-    with atomic_dir(model_dir) as folder:
-        with _writes(model_dir):
-            modelfolder.write(folder, predictor, hp, features, summary)
-        if test_entries is not None:
-            # Score the folder as written, so `evaluate` later gives the same figures.
-            metrics = backtest.test_scores(modelfolder.load(folder), test_entries, seed=seed)
-            summary["data"]["test"] = test_stats.as_dict()
-            summary["test_metrics"] = metrics
-            modelfolder.write_summary(folder, summary)
-            log("test_metrics", metrics)
-    return summary
+    with writes(Path(tempfile.gettempdir())):
+        return estimator.train(entries, cache_data=True, shuffle_buffer_length=shuffle_buffer)
