@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import pandas as pd
 
+from deepar_cli.data.holdout import drop_last
 from deepar_cli.errors import UsageError
 
 # Rows (series x samples) the network forecasts at once. The LSTM operator's rounding of a
@@ -364,7 +365,7 @@ def _sample_paths(predictor: Any, entries: Iterable[Dict[str, Any]], num_samples
 def hold_out(entry: Dict[str, Any], points: int) -> Dict[str, Any]:
     """The entry without its last `points` target values (features keep their length, as a
     forecast needs them over the horizon)."""
-    return dict(entry, target=entry["target"][:entry["target"].size - points])
+    return drop_last(entry, points, cut_features=False)
 
 
 def truth_frame(entry: Dict[str, Any]) -> pd.DataFrame:

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -56,6 +56,7 @@ from deepar_cli.config.tuning_config import (
     sagemaker_values,
 )
 from deepar_cli.data.channels import write_records
+from deepar_cli.data.holdout import drop_last
 from deepar_cli.data.records import Record
 from deepar_cli.errors import (
     DataError,
@@ -653,9 +654,7 @@ def holdout(records: Sequence[Record], prediction_length: int, windows: int = 1
         if record.target.size <= points:
             train.append(record)
             continue
-        feat = record.dynamic_feat
-        train.append(replace(record, target=record.target[:-points],
-                             dynamic_feat=None if feat is None else feat[:, :-points]))
+        train.append(drop_last(record, points, cut_features=True))
         test.append(record)
     if not test:
         held = f"prediction_length ({prediction_length})" if windows == 1 else (
