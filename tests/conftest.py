@@ -14,17 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-# Used here, and re-exported for modules that still import from conftest (test_tune
-# imports the sizes and NOTEBOOK_HYPERPARAMETERS): import them from helpers instead.
-from helpers import (  # noqa: F401
-    NOTEBOOK_HYPERPARAMETERS,
+from helpers import (
     SEED,
     TINY_HP,
     TINY_LENGTH,
     TINY_PREDICTION_LENGTH,
     TINY_SERIES,
     Events,
-    hp_args,
     tiny_channels,
     write_lines,
 )
