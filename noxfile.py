@@ -28,7 +28,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite (slow tests excluded; `nox -s tests -- -m slow` runs them)."""
+    """The whole test suite, as CI runs it."""
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q"]))
 

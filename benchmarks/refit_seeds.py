@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tune_bench import REPO, score
 
-from deepar_cli.training import train
 from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.model import modelfolder
+from deepar_cli.training import train
 
 TRAINING_SEEDS = (0, 100, 200)  # added to the tune's seed
 

@@ -33,13 +33,13 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from deepar_cli.training import train
 from deepar_cli.config import tuning_config
 from deepar_cli.config.hyperparameters import read_file, resolve
 from deepar_cli.data.channels import write_records
 from deepar_cli.data.records import Record
 from deepar_cli.evaluation import backtest
 from deepar_cli.model import modelfolder
+from deepar_cli.training import train
 from deepar_cli.tune import study
 from deepar_cli.tune.reporting import Reporter
 

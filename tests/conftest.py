@@ -14,17 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-# Used here, and re-exported for modules that still import from conftest (test_tune
-# imports the sizes and NOTEBOOK_HYPERPARAMETERS): import them from helpers instead.
-from helpers import (  # noqa: F401
-    NOTEBOOK_HYPERPARAMETERS,
+from helpers import (
     SEED,
     TINY_HP,
     TINY_LENGTH,
     TINY_PREDICTION_LENGTH,
     TINY_SERIES,
     Events,
-    hp_args,
     tiny_channels,
     write_lines,
 )
@@ -110,9 +106,9 @@ def jsonl(tmp_path: Path) -> Callable[..., Path]:
 
 def _train(folder: Path, hp_values: Dict[str, Any], train: Path, test: Path) -> SimpleNamespace:
     """Train through the library with the test channel scored; keep every log event."""
-    from deepar_cli.training import train as run
     from deepar_cli.config.hyperparameters import resolve
     from deepar_cli.model import modelfolder
+    from deepar_cli.training import train as run
 
     hp = resolve(dict(hp_values))
     events = Events()

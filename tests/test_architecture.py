@@ -30,10 +30,6 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
 )
 # Deep-learning frameworks, and the one subpackage that may import each.
 FRAMEWORKS = {"mxnet": "deepar_cli.backends.mxnet", "gluonts.mx": "deepar_cli.backends.mxnet"}
-# Import circles still to remove: delete a line once its circle is broken.
-KNOWN_CIRCLES = {
-    frozenset({"deepar_cli.inference.batch", "deepar_cli.inference.ray_engine"}),
-}
 
 
 def modules() -> Dict[str, Path]:
@@ -168,11 +164,10 @@ def test_no_import_circles() -> None:
     edges = graph()
     found = []
     for component in tangles(edges):
-        if frozenset(component) not in KNOWN_CIRCLES:
-            path = cycle(edges, component)
-            rest = sorted(component - set(path))
-            found.append(" -> ".join(path) + (f" (tangled with {', '.join(rest)})"
-                                              if rest else ""))
+        path = cycle(edges, component)
+        rest = sorted(component - set(path))
+        found.append(" -> ".join(path) + (f" (tangled with {', '.join(rest)})"
+                                          if rest else ""))
     assert found == [], "import circles: " + "; ".join(found)
 
 

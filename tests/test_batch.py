@@ -1,5 +1,6 @@
-"""Batch transform at scale: a folder in, a folder out (deepar_cli.inference.batch), shards, and
-`predict --engine ray` (deepar_cli.inference.ray_engine) giving the single process's bytes."""
+"""Batch transform at scale: a folder in, a folder out (deepar_cli.inference.batch and
+.jobs), shards, and `predict --engine ray` (deepar_cli.inference.ray_engine) giving the
+single process's bytes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 from deepar_cli.cli import main
-from deepar_cli.inference import batch, protocol
+from deepar_cli.inference import batch, jobs, protocol
 from deepar_cli.inference.protocol import InferenceConfig
 from helpers import START, write_lines
 
@@ -160,8 +161,8 @@ def test_gzip_file_in_and_broken_gzip(runner, tiny_model, records, tmp_path) -> 
 
 def test_shard_boundaries_inside_a_file(tiny_model, records, tmp_path) -> None:
     source = ten_lines(records, tmp_path)
-    jobs = batch.plan(source, tmp_path / "out.jsonl")
-    shards = list(batch.read_shards(jobs, 3))
+    file_jobs = jobs.plan(source, tmp_path / "out.jsonl")
+    shards = list(jobs.read_shards(file_jobs, 3))
     # records on lines 1-3 | 5-7 | 8-9; blank lines ride with the record before them
     assert [(s.index, s.first_line, s.data.count(b"\n"), s.last) for s in shards] == [
         (0, 1, 4, False), (1, 5, 3, False), (2, 8, 3, True)]
@@ -178,7 +179,7 @@ def test_shard_boundaries_inside_a_file(tiny_model, records, tmp_path) -> None:
 
 def test_shard_errors_name_the_line_of_the_file(tiny_model, records, tmp_path) -> None:
     source = ten_lines(records, tmp_path, bad_line=8)
-    shard = list(batch.read_shards(batch.plan(source, tmp_path / "o"), 3))[2]
+    shard = list(jobs.read_shards(jobs.plan(source, tmp_path / "o"), 3))[2]
     with pytest.raises(protocol.RequestError) as info:
         protocol.transform_shard(tiny_model.model, shard.data, InferenceConfig(), seed=1,
                                   name=shard.name, first_line=shard.first_line, whole=False)
@@ -189,8 +190,8 @@ def test_whole_shards_for_requests_and_empty_files(records, tmp_path) -> None:
     request = tmp_path / "r.json"
     request.write_text("\n" + json.dumps({"instances": records[:2]}) + "\n")
     empty = write_lines(tmp_path / "e.json", ["", ""])
-    jobs = [batch.Job(str(request), "-"), batch.Job(str(empty), "-")]
-    shards = list(batch.read_shards(jobs, 1))
+    file_jobs = [jobs.FileJob(str(request), "-"), jobs.FileJob(str(empty), "-")]
+    shards = list(jobs.read_shards(file_jobs, 1))
     assert [(s.job, s.whole, s.last) for s in shards] == [(0, True, True), (1, True, True)]
     assert shards[0].data == request.read_bytes()
 

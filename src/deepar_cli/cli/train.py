@@ -43,8 +43,8 @@ def train(train_channel: Path, test_channel: Optional[Path], hp_file: Optional[P
           model_dir: Path, seed: int, quiet: bool, log_format: str, log_file: Optional[Path],
           rnn: str, average_epochs: int, **options: Any) -> None:
     """Train DeepAR on a train channel with SageMaker's hyperparameters."""
-    from deepar_cli.training import train as run
     from deepar_cli.config import hyperparameters
+    from deepar_cli.training import train as run
     from deepar_cli.tune.reporting import Reporter
 
     hp = hyperparameters.load(hp_file, options)

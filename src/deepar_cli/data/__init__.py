@@ -1,5 +1,8 @@
-"""Data: SageMaker's records and channels (JSON Lines, Parquet, gzip), GluonTS entries
-and datasets, dataset statistics, the training windows of an epoch and the notebook's
-synthetic generator. Knows the formats, not the model. May import the foundation and
-config.
+"""The data layer: SageMaker DeepAR records and their validation, channels (files and
+folders of JSON Lines or Parquet), GluonTS entries and datasets, the dataset summary, the
+notebook's synthetic generator, `time_freq`, training windows and the one hold-out slicer
+(`holdout.drop_last`). It sits at the bottom. May import the top-level helpers
+(`errors`, `jsontext`, `atomic`), numpy, pandas and GluonTS's framework-free parts, and
+takes `config.hyperparameters.Hyperparameters` only as values passed in; never `model`,
+`backends`, `evaluation`, `inference`, `serve`, `tune` or `cli`.
 """

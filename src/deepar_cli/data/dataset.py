@@ -6,12 +6,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 import pandas as pd
 
-from deepar_cli.config.hyperparameters import Hyperparameters
 from deepar_cli.data.channels import check_consistency, read_channel
 from deepar_cli.data.records import Record, parse_record, show_value
 from deepar_cli.data.stats import DatasetStats
@@ -26,6 +36,9 @@ GLUONTS_FIELDS = {"start": "start", "target": "target", "cat": "feat_static_cat"
 # The largest embedding table of one `cat` (its float32 weights); training holds about four
 # times as much (the gradient and Adam's two moments). A `cat` value of 10^8 would need 4 GB.
 MAX_EMBEDDING_BYTES = 1 << 30
+
+if TYPE_CHECKING:
+    from deepar_cli.config.hyperparameters import Hyperparameters
 
 
 @dataclass(frozen=True)

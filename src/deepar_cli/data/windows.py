@@ -10,12 +10,14 @@ series and one long series alike are read whole.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import TYPE_CHECKING, Dict, Sequence
 
 import numpy as np
 from gluonts.transform.sampler import InstanceSampler
 
-from deepar_cli.config.hyperparameters import Hyperparameters
+if TYPE_CHECKING:
+    from deepar_cli.config.hyperparameters import Hyperparameters
+
 
 # Like SageMaker ("Small number of time series. Doing 2 passes over dataset ... per
 # epoch"), a small data set is read several times per epoch: one long series holds a pass

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from deepar_cli.data.dataset import Source, read_with_stats, require_held_out, to_entries
+from deepar_cli.data.holdout import drop_last
 from deepar_cli.errors import DataError, UsageError
 from deepar_cli.model.modelfolder import Model
 
@@ -39,10 +40,7 @@ def window_entries(entries: Sequence[Dict[str, Any]], prediction_length: int, wi
                 f"window {window + 1} needs series longer than {drop + prediction_length} "
                 f"points; one has {entry['target'].size}"
             )
-        short = dict(entry, target=entry["target"][:keep])
-        if "feat_dynamic_real" in entry:
-            short["feat_dynamic_real"] = entry["feat_dynamic_real"][:, :keep]
-        cut.append(short)
+        cut.append(drop_last(entry, drop, cut_features=True))
     return cut
 
 

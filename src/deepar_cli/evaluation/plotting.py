@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from deepar_cli.atomic import atomic_file, make_output_dir, write_json
-from deepar_cli.model.forecasting import DEFAULT_SEED
 from deepar_cli.errors import DataError, UsageError
+from deepar_cli.model.forecasting import DEFAULT_SEED
 from deepar_cli.model.modelfolder import Model
 
 QUANTILES = (0.1, 0.5, 0.9)

@@ -1,6 +1,7 @@
-"""Inference: SageMaker DeepAR's request/response protocol (configurations, output types,
-JSON Lines and endpoint requests), batch transform over files and folders, and its
-engines (this process, or Ray). `predict` and `serve` answer through it, so the same
-request gives the same bytes. May import the foundation, config, data, backends (the
-interface) and model.
+"""Inference: SageMaker's request/response protocol (`protocol`: configurations, requests
+and JSON Lines in, prediction objects out, the same bytes for `predict` and `serve`), and
+batch transform (`jobs`: file jobs and shards; `batch`: the `Engine` seam, the local engine
+and `make_engine`; `ray_engine`: the Ray engine). May import `data`, `config`, `model`
+and the top-level helpers; never `serve`, `tune`, `cli` or a framework (forecasts come
+through `model.forecasting`).
 """

@@ -192,6 +192,11 @@ def answer_request(model: Model, body: bytes, *, seed: int) -> bytes:
 
 def answer_object(model: Model, request: Any, *, seed: int) -> bytes:
     """A decoded endpoint request -> response bytes."""
+    return dumps({"predictions": request_predictions(model, request, seed=seed)})
+
+
+def request_predictions(model: Model, request: Any, *, seed: int) -> List[Dict[str, Any]]:
+    """A decoded endpoint request -> its prediction objects."""
     if not isinstance(request, dict):
         raise RequestError(f"the request must be a JSON object, got {_show(request)}")
     if "instances" not in request:
@@ -202,7 +207,7 @@ def answer_object(model: Model, request: Any, *, seed: int) -> bytes:
                            f"got {_show(instances)}")
     config = InferenceConfig.parse(request.get("configuration"))
     records = list(instance_records(model, instances))
-    return dumps({"predictions": forecast(model, records, config, seed=seed)})
+    return forecast(model, records, config, seed=seed)
 
 
 def answer_lines(model: Model, lines: Iterable[bytes], config: InferenceConfig, *, seed: int,
@@ -274,11 +279,11 @@ def predict_file(model: Model, source: IO[bytes], sink: IO[bytes], config: Infer
                          '"configuration"; a configuration given beside it applies to '
                          "JSON Lines input only")
     try:
-        response = answer_object(model, request, seed=seed)
+        predictions = request_predictions(model, request, seed=seed)
     except RequestError as exc:
         raise RequestError(f"{name}: {exc}") from None
-    sink.write(response)  # byte for byte what the endpoint answers
-    return len(orjson.loads(response)["predictions"])
+    sink.write(dumps({"predictions": predictions}))  # byte for byte what the endpoint answers
+    return len(predictions)
 
 
 def _is_json(line: bytes) -> bool:

@@ -4,7 +4,7 @@ Without an address a local Ray starts in this process (embedded) and stops with 
 one (`HOST:PORT`, as `ray start --head` prints it) the work joins that cluster. Workers are
 Ray actors that load the model once, from the model folder's bytes shipped through Ray's
 object store, so nodes need no shared file system; the driver streams the input as shards
-(`deepar_cli.inference.batch.read_shards`) to the least busy worker, writes each shard's output
+(`deepar_cli.inference.jobs.read_shards`) to the least busy worker, writes each shard's output
 atomically as it comes back, and puts each file's shards together in order. A worker that
 dies mid-shard is restarted by Ray and its shard run again (`max_restarts`,
 `max_task_retries`); an output part is written only from a finished shard, so no line is
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from deepar_cli.errors import DeepARCliError, UsageError
+from deepar_cli.inference.jobs import FileJob, Shard, read_shards
 from deepar_cli.inference.protocol import InferenceConfig
 from deepar_cli.model.modelfolder import Model
 
@@ -86,10 +87,21 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run(model: Model, jobs: List[Any], config: InferenceConfig, *, seed: int,
-        config_given: bool, options: RayOptions) -> int:
-    """Transform the jobs (deepar_cli.inference.batch.Job) on Ray; return the predictions written.
-    A Ray already initialized in this process is used as it is."""
+@dataclass(frozen=True)
+class RayEngine:
+    """The batch-transform engine (deepar_cli.inference.batch.Engine) on Ray."""
+
+    options: RayOptions
+
+    def run(self, model: Model, jobs: List[FileJob], config: InferenceConfig, *, seed: int,
+            config_given: bool) -> int:
+        """Transform the jobs on Ray; return the predictions written. A Ray already
+        initialized in this process is used as it is."""
+        return _on_ray(model, jobs, config, seed, config_given, self.options)
+
+
+def _on_ray(model: Model, jobs: List[FileJob], config: InferenceConfig, seed: int,
+            config_given: bool, options: RayOptions) -> int:
     check(options)
     import ray
 
@@ -111,7 +123,7 @@ def run(model: Model, jobs: List[Any], config: InferenceConfig, *, seed: int,
             ray.shutdown()
 
 
-def _run(ray: Any, model: Model, jobs: List[Any], config: InferenceConfig, seed: int,
+def _run(ray: Any, model: Model, jobs: List[FileJob], config: InferenceConfig, seed: int,
          config_given: bool, options: RayOptions) -> int:
     cpus = int(ray.cluster_resources().get("CPU", 0))
     workers = options.workers or max(1, cpus // options.worker_cpus)
@@ -132,7 +144,7 @@ def _run(ray: Any, model: Model, jobs: List[Any], config: InferenceConfig, seed:
             ray.kill(a)
 
 
-def _dispatch(ray: Any, actors: List[Any], jobs: List[Any], staging: Path,
+def _dispatch(ray: Any, actors: List[Any], jobs: List[FileJob], staging: Path,
               model_files: List[Any], settings: Tuple[InferenceConfig, int, bool],
               shard_lines: int) -> int:
     """Keep every worker busy with shards; write each result as a part file; assemble the
@@ -140,7 +152,6 @@ def _dispatch(ray: Any, actors: List[Any], jobs: List[Any], staging: Path,
     running and raise the error of the earliest shard: the error a single process meets
     first, with the outputs it would have written before it."""
     from deepar_cli.atomic import atomic_file
-    from deepar_cli.inference.batch import read_shards
 
     running: Dict[Any, Tuple[Any, int]] = {}  # result ref -> (shard, worker)
     load = [0] * len(actors)
@@ -228,7 +239,7 @@ class ShardWorker:
         use_cpus(cpus)  # MXNet sizes its pools once, on import: a thread per CPU Ray gave us
         self.model: Optional[Model] = None
 
-    def transform(self, shard: Any, model_files: List[Any], config: InferenceConfig,
+    def transform(self, shard: Shard, model_files: List[Any], config: InferenceConfig,
                   seed: int, config_given: bool) -> Tuple[bytes, int]:
         from deepar_cli.inference.protocol import transform_shard
 

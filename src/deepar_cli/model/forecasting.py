@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from deepar_cli.backends.base import Entry, Network
+from deepar_cli.data.holdout import drop_last
 from deepar_cli.errors import UsageError
 
 # The seed of training and of forecasts when none is given.
@@ -162,7 +163,7 @@ def sample_paths(predictor: Forecaster, entries: Iterable[Entry], *, num_samples
 def hold_out(entry: Entry, points: int) -> Entry:
     """The entry without its last `points` target values (features keep their length, as a
     forecast needs them over the horizon)."""
-    return dict(entry, target=entry["target"][:entry["target"].size - points])
+    return drop_last(entry, points, cut_features=False)
 
 
 def truth_frame(entry: Entry) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""The endpoint, `deepar-cli serve`: SageMaker's routes and refusals, content negotiation,
-the asyncio HTTP front and the pool of forecasting worker processes. Answers through
-deepar_cli.inference. May import the foundation, config, data, backends (the interface),
-model and inference.
+"""The endpoint (`deepar-cli serve`): `server` (the routes, limits and refusals, no I/O),
+`negotiation` (content types), `http_front` (HTTP/1.1 on one asyncio loop), `worker_pool`
+and `worker` (the forecasting processes) and `serving` (the command's entry). It answers
+through `inference.protocol`. May import `inference`, `model`, `threads` and `errors`;
+nothing imports `serve` but `cli`.
 """

@@ -35,7 +35,9 @@ STOP_S = 10  # a worker asked to stop (stdin closed) is killed after this
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes a job by `is`
-class Job:
+class PendingRequest:
+    """An invocation's body waiting for a worker, and the future its answer settles."""
+
     formats: Tuple[str, str]  # the request's, the answer's
     body: bytearray
     wait_until: float  # the latest a worker may take it
@@ -111,7 +113,7 @@ class WorkerPool:
         self.settings = settings
         # Jobs no worker has taken yet, each with a client that still waits; `arrived` is
         # set when one is added (and cleared by an idle slot that finds the queue empty).
-        self.queue: Deque[Job] = deque()
+        self.queue: Deque[PendingRequest] = deque()
         self.arrived = asyncio.Event()
         self.ready = 0  # processes with the model loaded
         # Set when the endpoint cannot go on: a worker could not load the model (ModelError)
@@ -136,8 +138,8 @@ class WorkerPool:
         queue unforecast, or, if a worker has it, its answer is dropped."""
         self.check_room()
         loop = asyncio.get_running_loop()
-        job = Job((request_format, answer_format), body, loop.time() + self.settings.timeout,
-                  loop.create_future())
+        job = PendingRequest((request_format, answer_format), body,
+                             loop.time() + self.settings.timeout, loop.create_future())
         self.queue.append(job)
         self.arrived.set()
         either = {job.future, gone}
@@ -160,7 +162,7 @@ class WorkerPool:
             job.future.cancel()  # a no-op once answered; else a late answer is dropped
         raise request_timeout(self.settings.timeout)
 
-    async def _take(self) -> Job:
+    async def _take(self) -> PendingRequest:
         """The next queued job, once there is one."""
         while not self.queue:
             self.arrived.clear()

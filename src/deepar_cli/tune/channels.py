@@ -7,16 +7,16 @@ hold-out slicer in `deepar_cli.data` (data/holdout.py).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from deepar_cli.training import Log
 from deepar_cli.config import memory
 from deepar_cli.config.hyperparameters import Hyperparameters, resolve
 from deepar_cli.config.tuning_config import TuningConfig
+from deepar_cli.data.holdout import drop_last
 from deepar_cli.data.records import Record
 from deepar_cli.errors import DataError
+from deepar_cli.training import Log
 
 
 def holdout(records: Sequence[Record], prediction_length: int, windows: int = 1
@@ -29,9 +29,7 @@ def holdout(records: Sequence[Record], prediction_length: int, windows: int = 1
         if record.target.size <= points:
             train.append(record)
             continue
-        feat = record.dynamic_feat
-        train.append(replace(record, target=record.target[:-points],
-                             dynamic_feat=None if feat is None else feat[:, :-points]))
+        train.append(drop_last(record, points, cut_features=True))
         test.append(record)
     if not test:
         held = f"prediction_length ({prediction_length})" if windows == 1 else (

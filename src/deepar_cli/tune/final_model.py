@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepar_cli.atomic import atomic_dir, write_json
-from deepar_cli.training import Log
 from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.config.tuning_config import sagemaker_values
 from deepar_cli.errors import HyperparameterError
 from deepar_cli.evaluation.backtest import HeldOutForecasts, held_out_forecasts
 from deepar_cli.model import modelfolder
+from deepar_cli.training import Log
 from deepar_cli.tune.events import count_text
 from deepar_cli.tune.trials import (
     TuneResult,

@@ -32,13 +32,13 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 import optuna
 
 from deepar_cli.atomic import make_output_dir, refuse_foreign_dir, refuse_overlap
-from deepar_cli.training import DEFAULT_SEED, Log
 from deepar_cli.config import tuning_config
 from deepar_cli.config.hyperparameters import read_file
 from deepar_cli.config.tuning_config import FINAL_MODELS, TuningConfig
 from deepar_cli.data.channels import write_records
 from deepar_cli.errors import DeepARCliError, Interrupted, UsageError
 from deepar_cli.threads import pool_environment
+from deepar_cli.training import DEFAULT_SEED, Log
 from deepar_cli.tune.channels import trial_channels
 from deepar_cli.tune.final_model import finish
 from deepar_cli.tune.outputs import plot_importance, plot_objective, trial_row, write_table

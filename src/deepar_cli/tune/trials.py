@@ -22,11 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import optuna
 
-from deepar_cli.training import Log
 from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.config.tuning_config import ParameterRange, TuningConfig
 from deepar_cli.errors import DeepARCliError
 from deepar_cli.model import modelfolder
+from deepar_cli.training import Log
 
 
 class _Diverged(DeepARCliError):
@@ -164,8 +164,8 @@ class Objective:
     def __call__(self, trial: Any) -> float:
         from gluonts.env import env
 
-        from deepar_cli.training import train
         from deepar_cli.evaluation.backtest import score_channel
+        from deepar_cli.training import train
         from deepar_cli.tune.reporting import Reporter
 
         if not self._in_budget(trial):
