@@ -376,3 +376,28 @@ def test_import_changes_no_environment_variable() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("backend, message", [
+    (None, 'model.json names no "backend" (train the model again with this deepar-cli)'),
+    ("torch", 'model.json names the backend "torch", which this deepar-cli does not have '
+              "(it has mxnet)"),
+])
+def test_a_model_of_no_known_backend_exits_66(trained: SimpleNamespace,
+                                              tiny_data: SimpleNamespace, tmp_path: Path,
+                                              backend: Any, message: str) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained.model, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta.pop("backend")
+    if backend is not None:
+        meta["backend"] = backend
+    (folder / "model.json").write_text(json.dumps(meta))
+    for command, args in (("predict", ["--input", str(tiny_data.train), "--output",
+                                       str(tmp_path / "out.jsonl")]),
+                          ("evaluate", ["--test", str(tiny_data.test)])):
+        result = run(command, "--model-dir", str(folder), *args)
+        assert result.exit_code == 66
+        assert result.output == f"Error: {folder}: {message}\n"
