@@ -74,7 +74,7 @@ class InferenceConfig:
         if not self.output_types:
             raise RequestError(f'"output_types" must list at least one of {_VALID_TYPES}')
         for kind in self.output_types:
-            if kind not in OUTPUT_TYPES:
+            if not isinstance(kind, str) or kind not in OUTPUT_TYPES:
                 raise RequestError(f'unknown output type {_show(kind)} in "output_types"; '
                                    f"valid: {_VALID_TYPES}")
         if not self.quantiles:
