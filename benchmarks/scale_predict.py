@@ -233,7 +233,7 @@ def save(path: Path, result: Dict[str, object]) -> None:
 
 
 def markdown(result: Dict[str, object]) -> str:
-    """The README's table: wall time, series/s and peak RSS per forecasting process."""
+    """docs/benchmark.md's table: wall time, series/s and peak RSS per forecasting process."""
     def mb(values: List[float]) -> str:
         return "/".join(f"{v:.0f}" for v in values)
 

@@ -343,7 +343,7 @@ def _check(config: TuningConfig) -> TuningConfig:
 
 def default_ranges(static: Mapping[str, Any]) -> Dict[str, Any]:
     """SageMaker's recommended DeepAR ranges, narrowed for a laptop, for the tunable
-    hyperparameters the static set leaves free (see README, `tune`)."""
+    hyperparameters the static set leaves free (see docs/commands/tune.md)."""
     integer = [("num_cells", "30", "100", "Linear"), ("num_layers", "1", "3", "Linear")]
     try:
         horizon = SCHEMA["prediction_length"]("prediction_length",
