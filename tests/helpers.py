@@ -5,11 +5,23 @@ Fixtures live in conftest.py; everything a test module imports by name lives her
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
+import requests
+from click.testing import CliRunner
+
+from deepar_cli.cli import main
+from deepar_cli.model.forecasting import sample_paths
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_HYPERPARAMETERS = REPO / "data" / "hyperparameters.json"
@@ -93,3 +105,143 @@ def usage_error(command: str, message: str) -> str:
     try_line = f"Try 'deepar-cli {command} --help' for help." if command else \
         "Try 'deepar-cli --help' for help."
     return f"{head}\n{try_line}\n\nError: {message}\n"
+
+
+# test_serve's helpers, shared with other test modules
+
+
+JSON_TYPE = "application/json"
+
+
+START_TIMEOUT_S = 60
+
+
+HTTP_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def session() -> requests.Session:
+    client = requests.Session()
+    client.trust_env = False  # loopback only: never through a proxy from the environment
+    return client
+
+
+class Server:
+    """`python -m deepar_cli serve` in its own process; output goes to a log file."""
+
+    def __init__(self, model_dir: Path, log: Path, workers: int = 2,
+                 env: Optional[Dict[str, str]] = None, new_session: bool = False,
+                 options: Iterable[str] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.http = session()
+        with open(log, "wb") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "deepar_cli", "serve", "--model-dir", str(model_dir),
+                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+                 "--seed", "42", *options],
+                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                start_new_session=new_session)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.text()}")
+            try:
+                if self.http.get(self.url + "/ping", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"no /ping within {START_TIMEOUT_S} s:\n{self.text()}")
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def post(self, body: Any, content_type: str = JSON_TYPE, **kwargs: Any
+             ) -> requests.Response:
+        data = json.dumps(body) if isinstance(body, (dict, list)) else body
+        headers = {"Content-Type": content_type, **kwargs.pop("headers", {})}
+        return self.http.post(self.url + "/invocations", data=data, headers=headers,
+                              timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.http.close()
+
+
+# test_tune's helpers, shared with other test modules
+
+
+STATIC = {k: v for k, v in TINY_HP.items() if k != "num_cells"}
+
+
+NUM_CELLS = {"Name": "num_cells", "MinValue": "4", "MaxValue": "16"}
+
+
+LEARNING_RATE = {"Name": "learning_rate", "MinValue": "1e-3", "MaxValue": "1e-1",
+                 "ScalingType": "Logarithmic"}
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def config(**fields: Any) -> Dict[str, Any]:
+    """A small Random search over num_cells and learning_rate, with fields replaced."""
+    return {"Strategy": "Random", "RandomSeed": 7,
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 3},
+            "ParameterRanges": {"IntegerParameterRanges": [NUM_CELLS],
+                                "ContinuousParameterRanges": [LEARNING_RATE]},
+            **fields}
+
+
+def tune_args(data: Any, folder: Path, tuning: Optional[Dict[str, Any]] = None,
+              static: Optional[Dict[str, Any]] = None, test: bool = False) -> List[str]:
+    """`tune` options for the tiny data, writing the static and tuning files into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    args = ["tune", "--train", str(data.train), "--output-dir", str(folder / "out"),
+            "--hyperparameters", str(write_json(folder / "static.json", static or STATIC)),
+            "--tuning-config", str(write_json(folder / "tuning.json", tuning or config())),
+            "--quiet", "--final-model", "refit"]
+    return args + (["--test", str(data.test)] if test else [])
+
+
+def csv_rows(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# test_ensemble's helpers, shared with other test modules
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), prog_name="deepar-cli")
+
+
+def paths(model: Any, entries: List[Dict[str, Any]], num_samples: int) -> np.ndarray:
+    return np.array([fc.samples for fc in sample_paths(model, entries, num_samples=num_samples,
+                                                       seed=3)])
+
+
+def assert_predict_refused(folder: Path, records: Path, tmp_path: Path, message: str) -> None:
+    """predict with the model folder exits 66 with `message` and writes nothing."""
+    result = run("predict", "--model-dir", str(folder), "--input", str(records),
+                 "--output", str(tmp_path / "out.jsonl"))
+    assert result.exit_code == 66
+    assert result.stderr == f"Error: {message}\n"
+    assert not (tmp_path / "out.jsonl").exists()

@@ -37,8 +37,7 @@ from deepar_cli.data.channels import read_channel
 from deepar_cli.data.records import Record
 from deepar_cli.errors import DataError, HyperparameterError, RequestError
 from deepar_cli.inference import protocol
-from helpers import START, TINY_HP, TINY_PREDICTION_LENGTH, hp_args, usage_error
-from test_serve import Server
+from helpers import START, TINY_HP, TINY_PREDICTION_LENGTH, Server, hp_args, usage_error
 
 TYPED_EXIT_CODES = (64, 65, 66, 73, 78)
 PL = TINY_PREDICTION_LENGTH

@@ -18,35 +18,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
 
 from deepar_cli.cli import main
+from helpers import HTTP_TIMEOUT_S, JSON_TYPE, Server, session
 
 PREDICTION_LENGTH = 24
 NUM_CAT = 2
 # JSON Lines requests take their configuration from the environment, as in SageMaker.
 LINES_CONFIG = {"num_samples": 30, "output_types": ["mean", "quantiles", "samples"],
                 "quantiles": ["0.1", "0.5", "0.9"]}
-JSON_TYPE = "application/json"
 LINES_TYPE = "application/jsonlines"
-START_TIMEOUT_S = 60
-HTTP_TIMEOUT_S = 30
 READ_TIMEOUT_S = 2  # the module server's --read-timeout
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def session() -> requests.Session:
-    client = requests.Session()
-    client.trust_env = False  # loopback only: never through a proxy from the environment
-    return client
 
 
 def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120
@@ -74,58 +60,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     instances = [{"start": r.start, "target": r.target.tolist(), "cat": list(r.cat)}
                  for r in train[:5]]
     return SimpleNamespace(dir=folder / "model", folder=folder, instances=instances)
-
-
-class Server:
-    """`python -m deepar_cli serve` in its own process; output goes to a log file."""
-
-    def __init__(self, model_dir: Path, log: Path, workers: int = 2,
-                 env: Optional[Dict[str, str]] = None, new_session: bool = False,
-                 options: Iterable[str] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.http = session()
-        with open(log, "wb") as sink:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "deepar_cli", "serve", "--model-dir", str(model_dir),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
-                 "--seed", "42", *options],
-                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                start_new_session=new_session)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.text()}")
-            try:
-                if self.http.get(self.url + "/ping", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"no /ping within {START_TIMEOUT_S} s:\n{self.text()}")
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def post(self, body: Any, content_type: str = JSON_TYPE, **kwargs: Any
-             ) -> requests.Response:
-        data = json.dumps(body) if isinstance(body, (dict, list)) else body
-        headers = {"Content-Type": content_type, **kwargs.pop("headers", {})}
-        return self.http.post(self.url + "/invocations", data=data, headers=headers,
-                              timeout=HTTP_TIMEOUT_S, **kwargs)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.http.close()
 
 
 @pytest.fixture(scope="module")

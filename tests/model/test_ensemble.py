@@ -7,21 +7,15 @@ import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from deepar_cli.cli import main
 from deepar_cli.evaluation import backtest
 from deepar_cli.model import modelfolder
-from deepar_cli.model.forecasting import Ensemble, sample_paths, scale_spread
-from helpers import TINY_HP, write_lines
-
-
-def run(*args: str) -> Any:
-    return CliRunner().invoke(main, list(args), prog_name="deepar-cli")
+from deepar_cli.model.forecasting import Ensemble, scale_spread
+from helpers import TINY_HP, assert_predict_refused, paths, run, write_lines
 
 
 def samples(model_dir: Path, records: Path, tmp_path: Path, num_samples: int) -> np.ndarray:
@@ -43,11 +37,6 @@ def test_an_ensemble_folder_loads_as_its_members(tiny_ensemble: SimpleNamespace)
     meta = json.loads((tiny_ensemble.dir / "model.json").read_text())
     assert meta["ensemble"] == ["members/0", "members/1"]
     assert model.predictor.spread == 1.0
-
-
-def paths(model: Any, entries: List[Dict[str, Any]], num_samples: int) -> np.ndarray:
-    return np.array([fc.samples for fc in sample_paths(model, entries, num_samples=num_samples,
-                                                       seed=3)])
 
 
 def test_an_ensemble_averages_its_members_quantiles(tiny_ensemble: SimpleNamespace) -> None:
@@ -94,15 +83,6 @@ def test_a_bad_spread_is_a_model_error(tiny_model: SimpleNamespace, tmp_path: Pa
     (folder / "model.json").write_text(json.dumps({**meta, "spread": spread}))
     assert_predict_refused(folder, tiny_model.train, tmp_path, f"{folder}: model files are "
                            f"damaged (\"spread\" must be a positive number, got {spread!r})")
-
-
-def assert_predict_refused(folder: Path, records: Path, tmp_path: Path, message: str) -> None:
-    """predict with the model folder exits 66 with `message` and writes nothing."""
-    result = run("predict", "--model-dir", str(folder), "--input", str(records),
-                 "--output", str(tmp_path / "out.jsonl"))
-    assert result.exit_code == 66
-    assert result.stderr == f"Error: {message}\n"
-    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_an_ensemble_forecast_of_a_record_does_not_depend_on_its_batch(

@@ -4,7 +4,6 @@ held-out objective, resuming, two processes on one study, and stopping on SIGTER
 
 from __future__ import annotations
 
-import csv
 import filecmp
 import getpass
 import glob
@@ -36,18 +35,20 @@ from deepar_cli.tune import study
 from deepar_cli.tune.final_model import SPREADS
 from helpers import (
     NOTEBOOK_HYPERPARAMETERS,
+    NUM_CELLS,
+    STATIC,
     TINY_HP,
     TINY_LENGTH,
     TINY_PREDICTION_LENGTH,
     TINY_SERIES,
+    config,
+    csv_rows,
+    tune_args,
+    write_json,
 )
 
 TINY_TRAIN_LENGTH = TINY_LENGTH - TINY_PREDICTION_LENGTH
 # The tiny hyperparameters without num_cells, which the tests tune.
-STATIC = {k: v for k, v in TINY_HP.items() if k != "num_cells"}
-NUM_CELLS = {"Name": "num_cells", "MinValue": "4", "MaxValue": "16"}
-LEARNING_RATE = {"Name": "learning_rate", "MinValue": "1e-3", "MaxValue": "1e-1",
-                 "ScalingType": "Logarithmic"}
 TUNABLE = ("context_length, epochs, mini_batch_size, num_cells, num_layers, "
            "embedding_dimension, dropout_rate, learning_rate, likelihood")
 CSV_HEADER = ["number", "state", "objective", "seconds", "num_cells", "learning_rate",
@@ -58,38 +59,8 @@ OUTPUTS = ["trials.csv", "trials.json", "objective.png", "importance.png",
            "hyperparameters.json", "model", "tuning.json"]
 
 
-def write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
-def config(**fields: Any) -> Dict[str, Any]:
-    """A small Random search over num_cells and learning_rate, with fields replaced."""
-    return {"Strategy": "Random", "RandomSeed": 7,
-            "ResourceLimits": {"MaxNumberOfTrainingJobs": 3},
-            "ParameterRanges": {"IntegerParameterRanges": [NUM_CELLS],
-                                "ContinuousParameterRanges": [LEARNING_RATE]},
-            **fields}
-
-
-def tune_args(data: Any, folder: Path, tuning: Optional[Dict[str, Any]] = None,
-              static: Optional[Dict[str, Any]] = None, test: bool = False) -> List[str]:
-    """`tune` options for the tiny data, writing the static and tuning files into `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    args = ["tune", "--train", str(data.train), "--output-dir", str(folder / "out"),
-            "--hyperparameters", str(write_json(folder / "static.json", static or STATIC)),
-            "--tuning-config", str(write_json(folder / "tuning.json", tuning or config())),
-            "--quiet", "--final-model", "refit"]
-    return args + (["--test", str(data.test)] if test else [])
-
-
 def load_study(out: Path, name: str = "deepar-cli-tune", url: Optional[str] = None) -> Any:
     return optuna.load_study(study_name=name, storage=url or f"sqlite:///{out / 'study.db'}")
-
-
-def csv_rows(path: Path) -> List[Dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def trial_lines(output: str) -> List[str]:

@@ -17,9 +17,7 @@ from deepar_cli.config.hyperparameters import resolve
 from deepar_cli.config.memory import Available, Shape
 from deepar_cli.data.channels import read_channel
 from deepar_cli.errors import HyperparameterError, UsageError
-from helpers import NOTEBOOK_HYPERPARAMETERS, TINY_HP, hp_args
-from test_serve import Server
-from test_tune import STATIC, csv_rows, tune_args
+from helpers import NOTEBOOK_HYPERPARAMETERS, STATIC, TINY_HP, Server, csv_rows, hp_args, tune_args
 
 GiB = 2**30
 BIG = {"context_length": 10000, "mini_batch_size": 100000}

@@ -22,8 +22,7 @@ from deepar_cli.model.forecasting import Ensemble, forecast_class
 from deepar_cli.tune import selection
 from deepar_cli.tune.final_model import SPREADS
 from deepar_cli.tune.reporting import format_event
-from helpers import TINY_HP
-from test_ensemble import assert_predict_refused, paths
+from helpers import TINY_HP, assert_predict_refused, paths
 
 QUANTILES = [0.1, 0.5, 0.9]
 STATIC = {k: v for k, v in TINY_HP.items() if k != "num_cells"}
